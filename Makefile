@@ -1,0 +1,31 @@
+# The two commands: `make up` (the whole stack on embedded defaults) and `make test`.
+PY := .venv/bin/python
+export PORT READ_INSTANCES WRITE_INSTANCES CONSUMERS
+
+.PHONY: install up down status logs test lint format
+
+install:
+	@bash deploy/install.sh
+
+up: install
+	@$(PY) -m deploy.localstack up
+
+down:
+	@$(PY) -m deploy.localstack down
+
+status:
+	@$(PY) -m deploy.localstack status
+
+logs:
+	@$(PY) -m deploy.localstack logs
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: install
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .

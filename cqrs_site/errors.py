@@ -1,0 +1,58 @@
+"""The API's errors: one small hierarchy, one JSON shape, used by both pools.
+
+Stdlib only, so the read hot path and the write API can both import it.
+"""
+
+import json
+
+
+class ApiError(Exception):
+    """An error the client can act on. Subclasses set the HTTP status and a stable code."""
+
+    status_code = 400
+    code = "invalid"
+    default_message = "The request is invalid."
+
+    def __init__(self, message: str | None = None, *, fields: dict | None = None):
+        self.message = message or self.default_message
+        self.fields = fields
+        super().__init__(self.message)
+
+    def as_dict(self) -> dict:
+        error = {"code": self.code, "message": self.message}
+        if self.fields:
+            error["fields"] = self.fields
+        return {"error": error}
+
+    def as_bytes(self) -> bytes:
+        return json.dumps(self.as_dict(), separators=(",", ":")).encode()
+
+
+class InvalidInput(ApiError):
+    status_code = 400
+    code = "invalid"
+
+
+class NotFound(ApiError):
+    status_code = 404
+    code = "not_found"
+    default_message = "No such resource."
+
+
+class MethodNotAllowed(ApiError):
+    status_code = 405
+    code = "method_not_allowed"
+    default_message = "This method is not allowed on this path."
+
+
+class Conflict(ApiError):
+    status_code = 409
+    code = "conflict"
+
+
+class Unavailable(ApiError):
+    """A dependency the request needs is down; retrying later is safe."""
+
+    status_code = 503
+    code = "unavailable"
+    default_message = "A backing service is unavailable; retry later."

@@ -1,0 +1,150 @@
+"""Settings shared by every role. Each role module (read, write, consumer) changes only what it needs.
+
+Every address and secret comes from the environment; the defaults are the local stack that
+`make up` starts (see deploy/localstack.py), so a fresh checkout works without configuration.
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+RUN_DIR = Path(os.environ.get("CQRS_RUN_DIR", BASE_DIR / ".run"))
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+CQRS_ROLE = "write"
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "dev-insecure-change-me")
+DEBUG = env_bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "writes",
+    "reads",
+    "consumers",
+]
+
+MIDDLEWARE: list[str] = []
+
+ROOT_URLCONF = "cqrs_site.urls_read"
+WSGI_APPLICATION = "cqrs_site.wsgi.application"
+
+# Django's own tables (auth users, sessions, API tokens). Domain records live only in MongoDB.
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL", f"sqlite:///{RUN_DIR / 'db.sqlite3'}"),
+        conn_max_age=60,
+    )
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+USE_TZ = True
+TIME_ZONE = "UTC"
+LANGUAGE_CODE = "en-us"
+STATIC_URL = "/static/"
+
+# --- MongoDB: the store of record -------------------------------------------------------------
+MONGODB_URI = os.environ.get("MONGODB_URI", "mongodb://127.0.0.1:27018/cqrs")
+# How long an operation waits for a reachable server before the API answers 503.
+MONGODB_TIMEOUT_MS = int(os.environ.get("MONGODB_TIMEOUT_MS", "2000"))
+# A server that stops answering mid-request (hung, paused) fails the request after this long.
+MONGODB_SOCKET_TIMEOUT_MS = int(os.environ.get("MONGODB_SOCKET_TIMEOUT_MS", "10000"))
+
+# --- Redis: the read cache, rebuildable from MongoDB ------------------------------------------
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6380/0")
+CACHES = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        "OPTIONS": {
+            "CLIENT_CLASS": "django_redis.client.DefaultClient",
+            "SOCKET_CONNECT_TIMEOUT": 1,
+            "SOCKET_TIMEOUT": 1,
+            "CONNECTION_POOL_KWARGS": {"max_connections": 200, "health_check_interval": 30},
+        },
+        "KEY_PREFIX": "django",
+    }
+}
+# Domain cache entries (reads/keys.py) live beside Django's own keys under this prefix.
+CQRS_CACHE_PREFIX = os.environ.get("CQRS_CACHE_PREFIX", "cqrs")
+# TTL is the last backstop for staleness, not the mechanism; jitter spreads expiries.
+CQRS_CACHE_TTL_SECONDS = int(os.environ.get("CQRS_CACHE_TTL_SECONDS", "3600"))
+CQRS_CACHE_TTL_JITTER = float(os.environ.get("CQRS_CACHE_TTL_JITTER", "0.1"))
+# A tombstone must outlive any fill that could still be in flight for the deleted document.
+CQRS_TOMBSTONE_TTL_SECONDS = int(os.environ.get("CQRS_TOMBSTONE_TTL_SECONDS", "86400"))
+# Fault injection for the race tests: each read-through fill sleeps up to this long between its
+# MongoDB read and its cache write. 0 (the default) in every real deployment.
+CQRS_FAULT_FILL_DELAY_SECONDS = float(os.environ.get("CQRS_FAULT_FILL_DELAY_SECONDS", "0"))
+
+# --- Kafka: the event log ---------------------------------------------------------------------
+KAFKA_BOOTSTRAP_SERVERS = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
+KAFKA_EVENTS_TOPIC = os.environ.get("KAFKA_EVENTS_TOPIC", "cqrs.events")
+KAFKA_DEAD_LETTER_TOPIC = os.environ.get("KAFKA_DEAD_LETTER_TOPIC", "cqrs.events.dlq")
+KAFKA_TOPIC_PARTITIONS = int(os.environ.get("KAFKA_TOPIC_PARTITIONS", "6"))
+KAFKA_REPLICATION_FACTOR = int(os.environ.get("KAFKA_REPLICATION_FACTOR", "1"))
+# How long a write waits for the broker's acknowledgement before it answers anyway: the event
+# is already committed in the document's outbox, so the relay delivers it later.
+KAFKA_PUBLISH_TIMEOUT_SECONDS = float(os.environ.get("KAFKA_PUBLISH_TIMEOUT_SECONDS", "2.0"))
+# After one such timeout, writes answer without waiting for the broker for this long.
+KAFKA_SUSPECT_SECONDS = float(os.environ.get("KAFKA_SUSPECT_SECONDS", "5.0"))
+KAFKA_PRODUCER_CONFIG = {
+    "bootstrap.servers": KAFKA_BOOTSTRAP_SERVERS,
+    "enable.idempotence": True,
+    "acks": "all",
+    "linger.ms": 1,
+    "message.timeout.ms": int(os.environ.get("KAFKA_MESSAGE_TIMEOUT_MS", "30000")),
+    # librdkafka backs off up to 10 s between reconnects by default: after an outage, that is
+    # up to 10 s more before queued events go out.
+    "reconnect.backoff.max.ms": 1000,
+}
+KAFKA_CONSUMER_CONFIG = {
+    "bootstrap.servers": KAFKA_BOOTSTRAP_SERVERS,
+    "enable.auto.commit": False,
+    "enable.auto.offset.store": False,
+    "auto.offset.reset": "earliest",
+    # Tansu holds a JoinGroup for half the session timeout: 45 s (the default) costs a 23 s
+    # start. 6 s is Kafka's default group.min.session.timeout.ms.
+    "session.timeout.ms": int(os.environ.get("KAFKA_SESSION_TIMEOUT_MS", "6000")),
+    "heartbeat.interval.ms": 1000,
+    "fetch.wait.max.ms": 50,
+    "reconnect.backoff.max.ms": 1000,
+}
+CONSUMER_BATCH_SIZE = int(os.environ.get("CONSUMER_BATCH_SIZE", "500"))
+CONSUMER_POLL_TIMEOUT_SECONDS = float(os.environ.get("CONSUMER_POLL_TIMEOUT_SECONDS", "0.2"))
+
+# --- API --------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "EXCEPTION_HANDLER": "writes.errors.api_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("CQRS_MAX_BODY_BYTES", str(64 * 1024)))
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {"django": {"level": "WARNING"}},
+}
+CACHE_CONSUMER_GROUP = os.environ.get("CACHE_CONSUMER_GROUP", "cqrs-cache")
+# The relay leaves an event alone this long after its write, which publishes it itself.
+RELAY_GRACE_SECONDS = float(os.environ.get("RELAY_GRACE_SECONDS", "5"))
+RELAY_INTERVAL_SECONDS = float(os.environ.get("RELAY_INTERVAL_SECONDS", "1"))

@@ -1,0 +1,43 @@
+"""The write pool's URLs: the write API and the admin.
+
+GET and HEAD on the API's paths are answered by the read views, so the write pool (and the
+test client, which uses these URLs) serves the whole API; in production HAProxy sends reads to
+the read pool and never here.
+"""
+
+from django.contrib import admin
+from django.urls import path
+from django.views.decorators.csrf import csrf_exempt
+
+from cqrs_site import health
+from cqrs_site.errors import MethodNotAllowed
+from reads import apis as reads
+from writes import apis as writes
+
+
+def by_method(read_view=None, write_view=None):
+    """One URL, two roles: GET/HEAD go to the read view, every other method to the write view."""
+
+    @csrf_exempt
+    def view(request, *args, **kwargs):
+        handler = read_view if request.method in ("GET", "HEAD") else write_view
+        if handler is None:
+            return reads.error_response(MethodNotAllowed(f"{request.method} is not allowed on this path."))
+        return handler(request, *args, **kwargs)
+
+    return view
+
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("healthz", health.healthz),
+    path("readyz", health.readyz),
+    path("api/users", by_method(write_view=writes.UserCreateApi.as_view())),
+    path("api/users/<str:user_id>", by_method(reads.user_detail)),
+    path("api/users/<str:user_id>/posts", by_method(reads.user_posts)),
+    path("api/posts", by_method(write_view=writes.PostCreateApi.as_view())),
+    path("api/posts/<str:post_id>", by_method(reads.post_detail, writes.PostDetailApi.as_view())),
+    path("api/posts/<str:post_id>/likes", by_method(reads.post_likes)),
+    path("api/posts/<str:post_id>/like", by_method(write_view=writes.PostReactApi.as_view(reaction="like"))),
+    path("api/posts/<str:post_id>/dislike", by_method(write_view=writes.PostReactApi.as_view(reaction="dislike"))),
+]

@@ -1,0 +1,9 @@
+"""WSGI entry point for both pools; the role comes from DJANGO_SETTINGS_MODULE (deploy/gunicorn_*.py)."""
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cqrs_site.settings.write")
+
+application = get_wsgi_application()
