@@ -1,0 +1,123 @@
+"""Write services: every change to a user or a post, used by the API and the admin alike.
+
+Each write is one atomic MongoDB operation that changes the document, raises its `version`
+and appends the state-carrying event to its outbox; the event is then published
+(writes/outbox.py). Updates are aggregation pipelines so the event can carry the values the
+update itself produced (the counters after `$inc`), with no read-modify-write race.
+"""
+
+from bson import ObjectId
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from cqrs_site.errors import Conflict, InvalidInput, NotFound
+
+from .documents import Post, User, object_id
+from .events import (
+    POST,
+    POST_CREATED,
+    POST_DELETED,
+    POST_FIELDS,
+    POST_REACTED,
+    POST_UPDATED,
+    USER,
+    USER_CREATED,
+    outbox_entry,
+    post_state,
+    user_state,
+    utc_now,
+)
+from .outbox import outbox_publish
+
+REACTION_COUNTERS = {"like": "like_count", "dislike": "dislike_count"}
+
+
+def _publish(aggregate: str, document: dict) -> None:
+    outbox_publish(aggregate=aggregate, aggregate_id=document["_id"], entries=document["outbox"][-1:])
+
+
+def user_create(*, username: str) -> dict:
+    """Create a user; Conflict when the username is taken."""
+    now = utc_now()
+    document = {"_id": ObjectId(), "username": username, "created_at": now, "version": 1}
+    document["outbox"] = [outbox_entry(event_type=USER_CREATED, aggregate=USER, state=dict(document))]
+    try:
+        User._get_collection().insert_one(document)
+    except DuplicateKeyError:
+        raise Conflict(f"The username {username!r} is taken.", fields={"username": ["taken"]}) from None
+    _publish(USER, document)
+    return user_state(document)
+
+
+def post_create(*, user_id: str, title: str, content: str) -> dict:
+    """Create a post by an existing user."""
+    author = object_id(user_id)
+    if author is None or User._get_collection().find_one({"_id": author}, {"_id": 1}) is None:
+        raise InvalidInput("No user has this user_id.", fields={"user_id": ["unknown user"]})
+    now = utc_now()
+    document = {
+        "_id": ObjectId(),
+        "user_id": author,
+        "title": title,
+        "content": content,
+        "like_count": 0,
+        "dislike_count": 0,
+        "created_at": now,
+        "updated_at": now,
+        "version": 1,
+        "deleted": False,
+    }
+    document["outbox"] = [outbox_entry(event_type=POST_CREATED, aggregate=POST, state=dict(document))]
+    Post._get_collection().insert_one(document)
+    _publish(POST, document)
+    return post_state(document)
+
+
+def _post_change(post_id: str, event_type: str, changes: dict) -> dict:
+    """Apply `changes` (aggregation expressions) to a live post, raise its version and append
+    its event, all in one atomic update. NotFound for an unknown or deleted post."""
+    oid = object_id(post_id)
+    if oid is None:
+        raise NotFound("No post has this id.")
+    pipeline = [
+        {"$set": {**changes, "version": {"$add": ["$version", 1]}, "updated_at": "$$NOW"}},
+        {
+            "$set": {
+                "outbox": {
+                    "$concatArrays": [
+                        {"$ifNull": ["$outbox", []]},
+                        [outbox_entry(event_type=event_type, aggregate=POST, state={f: f"${f}" for f in POST_FIELDS})],
+                    ]
+                }
+            }
+        },
+    ]
+    document = Post._get_collection().find_one_and_update(
+        {"_id": oid, "deleted": False}, pipeline, return_document=ReturnDocument.AFTER
+    )
+    if document is None:
+        raise NotFound("No post has this id.")
+    _publish(POST, document)
+    return post_state(document)
+
+
+def post_update(*, post_id: str, title: str | None = None, content: str | None = None) -> dict:
+    """Change a post's title and/or content."""
+    # $literal: a title such as "$content" must stay text, not become a field path.
+    changes = {
+        name: {"$literal": value} for name, value in (("title", title), ("content", content)) if value is not None
+    }
+    if not changes:
+        raise InvalidInput("Send at least one of title, content.")
+    return _post_change(post_id, POST_UPDATED, changes)
+
+
+def post_react(*, post_id: str, reaction: str) -> dict:
+    """Count a like or a dislike. Concurrent reactions are never lost: the increment is atomic."""
+    counter = REACTION_COUNTERS[reaction]
+    return _post_change(post_id, POST_REACTED, {counter: {"$add": [f"${counter}", 1]}})
+
+
+def post_delete(*, post_id: str) -> dict:
+    """Delete a post. It stays in MongoDB as a versioned deletion, so the cache keeps a tombstone."""
+    return _post_change(post_id, POST_DELETED, {"deleted": True})
