@@ -1,0 +1,77 @@
+"""The read API: plain Django views, no DRF. A cache hit is one Redis GET and the stored bytes."""
+
+from functools import wraps
+
+from django.http import HttpResponse
+
+from cqrs_site.errors import ApiError, InvalidInput, MethodNotAllowed
+
+from . import selectors
+
+JSON = "application/json"
+MAX_PAGE = 100
+DEFAULT_PAGE = 20
+
+
+def error_response(exc: ApiError) -> HttpResponse:
+    return HttpResponse(exc.as_bytes(), status=exc.status_code, content_type=JSON)
+
+
+def read_api(view):
+    """GET/HEAD only; our errors become the one JSON error shape."""
+
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        try:
+            if request.method not in ("GET", "HEAD"):
+                raise MethodNotAllowed("The read API answers GET and HEAD only.")
+            return view(request, *args, **kwargs)
+        except ApiError as exc:
+            return error_response(exc)
+
+    return wrapper
+
+
+def min_version(request) -> int:
+    """X-Min-Version: the client wants at least this version (read-your-writes)."""
+    raw = request.headers.get("X-Min-Version")
+    if raw is None:
+        return 0
+    if not raw.isdigit() or len(raw) > 18:
+        raise InvalidInput("X-Min-Version must be a non-negative integer, such as a write's `version`.")
+    return int(raw)
+
+
+def found_response(request, found: selectors.Found) -> HttpResponse:
+    etag = f'"{found.version}"'
+    if request.headers.get("If-None-Match") == etag:
+        response = HttpResponse(status=304)
+    else:
+        response = HttpResponse(found.body, content_type=JSON)
+    response["ETag"] = etag
+    response["X-Cache"] = found.source
+    return response
+
+
+@read_api
+def user_detail(request, user_id: str):
+    return found_response(request, selectors.user_get(user_id=user_id, min_version=min_version(request)))
+
+
+@read_api
+def post_detail(request, post_id: str):
+    return found_response(request, selectors.post_get(post_id=post_id, min_version=min_version(request)))
+
+
+@read_api
+def post_likes(request, post_id: str):
+    return found_response(request, selectors.post_likes_get(post_id=post_id, min_version=min_version(request)))
+
+
+@read_api
+def user_posts(request, user_id: str):
+    raw_limit = request.GET.get("limit", str(DEFAULT_PAGE))
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
+        raise InvalidInput(f"limit must be a whole number from 1 to {MAX_PAGE}.", fields={"limit": ["out of range"]})
+    body = selectors.user_posts_page(user_id=user_id, limit=int(raw_limit), cursor=request.GET.get("cursor") or None)
+    return HttpResponse(body, content_type=JSON)

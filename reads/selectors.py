@@ -1,0 +1,168 @@
+"""Read selectors: Redis first, MongoDB on a miss, then a version-fenced fill.
+
+A hit is one GET and the stored bytes. A miss reads MongoDB once per key however many requests
+want it (single-flight: one request fills, the others wait briefly for its entry). If Redis is
+down, reads are served from MongoDB (degraded, and the answer says so).
+"""
+
+import base64
+import logging
+import random
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from pymongo.errors import ConnectionFailure
+from redis.exceptions import RedisError
+
+from cqrs_site.errors import InvalidInput, NotFound, Unavailable
+from writes.documents import Post, User, object_id
+from writes.events import POST, POST_FIELDS, USER, USER_FIELDS, post_state, user_state
+
+from . import cache
+from .keys import post_key, post_likes_key, user_key
+from .projections import Entry, absent_entries, entries_for, json_bytes
+
+logger = logging.getLogger(__name__)
+
+HIT, MISS, DEGRADED = "hit", "miss", "degraded"
+# How long a request whose key is being filled by another waits before reading MongoDB itself.
+FILL_WAIT_SECONDS = 0.25
+FILL_LOCK_MS = 2_000
+
+# Per aggregate: its document class, the fields its state is built from, and the state function.
+SOURCES = {USER: (User, USER_FIELDS, user_state), POST: (Post, POST_FIELDS, post_state)}
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    body: bytes
+    version: int
+    source: str
+
+
+def _load(aggregate: str, oid) -> list[Entry]:
+    """The aggregate's cache entries as MongoDB has it now (version-0 tombstones if unknown)."""
+    document_class, fields, state_of = SOURCES[aggregate]
+    try:
+        raw = document_class._get_collection().find_one({"_id": oid}, dict.fromkeys(fields, 1))
+    except ConnectionFailure as exc:
+        logger.error("MongoDB unavailable on a cache miss: %s", exc)
+        raise Unavailable("MongoDB is unavailable and this record is not cached; retry later.") from None
+    if raw is None:
+        return absent_entries(aggregate, str(oid))
+    return entries_for(aggregate, state_of(raw))
+
+
+def _pick(entries: list[Entry], key: str) -> Entry:
+    return next(entry for entry in entries if entry.key == key)
+
+
+def _found(entry: Entry, source: str) -> Found:
+    if entry.body is None:
+        raise NotFound()
+    return Found(entry.body, entry.version, source)
+
+
+def _fill(aggregate: str, oid, key: str, min_version: int) -> Entry:
+    """Read MongoDB and fill, once per key at a time; the other requests for the key wait for
+    that fill. One that waits in vain reads and fills itself: what a reader was shown from
+    MongoDB is in the cache (or something newer) before it answers, so no later hit is older."""
+    owner = cache.fill_lock(key, ttl_ms=FILL_LOCK_MS)
+    if not owner:
+        entry = cache.cache_wait(key, min_version=min_version, timeout=FILL_WAIT_SECONDS)
+        if entry is not None:
+            return entry
+    try:
+        entries = _load(aggregate, oid)
+        if settings.CQRS_FAULT_FILL_DELAY_SECONDS:
+            time.sleep(random.uniform(0, settings.CQRS_FAULT_FILL_DELAY_SECONDS))
+        cache.cache_put(entries)
+    finally:
+        if owner:
+            cache.fill_unlock(key)
+    return _pick(entries, key)
+
+
+def _read(aggregate: str, doc_id: str, key_of, min_version: int) -> Found:
+    oid = object_id(doc_id)
+    if oid is None:
+        raise NotFound()
+    key = key_of(doc_id)
+    try:
+        entry = cache.cache_get(key)
+        if entry is not None and entry.version >= min_version:
+            return _found(entry, HIT)
+        return _found(_fill(aggregate, oid, key, min_version), MISS)
+    except RedisError as exc:
+        logger.warning("Redis unavailable, reading %s from MongoDB: %s", key, exc)
+        return _found(_pick(_load(aggregate, oid), key), DEGRADED)
+
+
+def user_get(*, user_id: str, min_version: int = 0) -> Found:
+    return _read(USER, user_id, user_key, min_version)
+
+
+def post_get(*, post_id: str, min_version: int = 0) -> Found:
+    return _read(POST, post_id, post_key, min_version)
+
+
+def post_likes_get(*, post_id: str, min_version: int = 0) -> Found:
+    return _read(POST, post_id, post_likes_key, min_version)
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def cursor_encode(row: dict) -> str:
+    created_at = row["created_at"] if row["created_at"].tzinfo else row["created_at"].replace(tzinfo=UTC)
+    millis = (created_at - EPOCH) // timedelta(milliseconds=1)
+    return base64.urlsafe_b64encode(f"{millis}.{row['_id']}".encode()).decode().rstrip("=")
+
+
+def cursor_decode(cursor: str) -> tuple[datetime, object]:
+    try:
+        millis, _, post_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().partition(".")
+        oid = object_id(post_id)
+        if oid is None:
+            raise ValueError
+        return EPOCH + timedelta(milliseconds=int(millis)), oid
+    except (ValueError, UnicodeDecodeError, OverflowError):
+        raise InvalidInput("The cursor is not one this API gave out; send the `next` value unchanged.") from None
+
+
+def user_posts_page(*, user_id: str, limit: int, cursor: str | None) -> bytes:
+    """A page of the user's live posts, newest first: ids from MongoDB's index, bodies from the
+    cache (filled on a miss). Returns the JSON body `{"results": [...], "next": cursor|null}`."""
+    user_get(user_id=user_id)  # 404 for an unknown user
+    query: dict = {"user_id": object_id(user_id), "deleted": False}
+    if cursor:
+        created_at, last_id = cursor_decode(cursor)
+        query["$or"] = [{"created_at": {"$lt": created_at}}, {"created_at": created_at, "_id": {"$lt": last_id}}]
+    try:
+        rows = list(
+            Post._get_collection()
+            .find(query, {"_id": 1, "created_at": 1})
+            .sort([("created_at", -1), ("_id", -1)])
+            .limit(limit + 1)
+        )
+    except ConnectionFailure:
+        raise Unavailable("MongoDB is unavailable; lists cannot be served. Retry later.") from None
+    page = rows[:limit]
+    ids = [str(row["_id"]) for row in page]
+    try:
+        cached = cache.cache_get_many([post_key(post_id) for post_id in ids])
+    except RedisError:
+        cached = [None] * len(ids)
+    bodies = []
+    for post_id, entry in zip(ids, cached, strict=True):
+        if entry is None:
+            try:
+                bodies.append(post_get(post_id=post_id).body)
+            except NotFound:  # deleted since the index query
+                continue
+        elif entry.body is not None:
+            bodies.append(entry.body)
+    next_cursor = cursor_encode(page[-1]) if len(rows) > limit else None
+    return b'{"results":[' + b",".join(bodies) + b'],"next":' + json_bytes(next_cursor) + b"}"
