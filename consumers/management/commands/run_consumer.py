@@ -1,0 +1,39 @@
+import signal
+from dataclasses import replace
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from consumers.registry import consumer_specs
+from consumers.runner import ConsumerRunner
+
+
+class Command(BaseCommand):
+    help = (
+        "Run a consumer from the registry (default: 'cache', which keeps the Redis read cache in "
+        "step with the event topic). A member of its consumer group: start several to share the "
+        "partitions. SIGTERM or Ctrl-C finishes the current batch, commits and leaves the group."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("name", nargs="?", default="cache", help="consumer name (default: cache)")
+        parser.add_argument("--batch-size", type=int, default=None, help="messages per batch (CONSUMER_BATCH_SIZE)")
+        parser.add_argument("--group", default=None, help="consumer group id (default from settings)")
+        parser.add_argument(
+            "--from-beginning", action="store_true", help="start every assigned partition at its first offset"
+        )
+        parser.add_argument(
+            "--ready-file", type=Path, default=None, help="a file written once the group has assigned partitions"
+        )
+
+    def handle(self, *args, name, batch_size, group, from_beginning, ready_file, **options):
+        specs = consumer_specs()
+        if name not in specs:
+            raise CommandError(f"unknown consumer {name!r}; known: {', '.join(sorted(specs))}")
+        spec = specs[name]
+        if group:
+            spec = replace(spec, group=group)
+        runner = ConsumerRunner(spec, batch_size=batch_size, from_beginning=from_beginning, ready_file=ready_file)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: runner.stop())
+        runner.run()

@@ -1,0 +1,171 @@
+"""One generic consumer loop, at-least-once.
+
+- Batches: `consume(n)`, then the handler applies the whole batch at once.
+- Offsets are stored and committed only after the batch is applied; a crash replays it, which
+  is harmless because handlers are idempotent (version-fenced).
+- A message the handler cannot decode is poison: it goes to the dead-letter topic with the
+  error in its headers, and its partition moves on.
+- A failure to apply (a server down) is retried with backoff; nothing is committed meanwhile.
+- Partitions being revoked get their applied offsets committed first.
+- `stop()` (SIGTERM, SIGINT) lets the current batch finish, commits, and leaves the group.
+- `ready_file`, when given, exists from the first partition assignment (the group has taken this
+  member in) until the consumer stops: what a launcher or a readiness probe waits for.
+"""
+
+import logging
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from django.conf import settings
+
+from .registry import ConsumerSpec
+
+logger = logging.getLogger(__name__)
+
+# What a handler's decode raises for a message that can never be applied.
+POISON = (ValueError, KeyError, TypeError)
+MAX_BACKOFF_SECONDS = 5.0
+
+
+class ConsumerRunner:
+    def __init__(
+        self,
+        spec: ConsumerSpec,
+        *,
+        batch_size: int | None = None,
+        from_beginning: bool = False,
+        ready_file: Path | None = None,
+    ):
+        self.spec = spec
+        self.ready_file = ready_file
+        self.batch_size = batch_size or settings.CONSUMER_BATCH_SIZE
+        self.from_beginning = from_beginning
+        self.stopping = threading.Event()
+        self.applied = 0
+        self.dead_lettered = 0
+        self._dlq_producer: Producer | None = None
+        self.consumer = Consumer(
+            {
+                **settings.KAFKA_CONSUMER_CONFIG,
+                "group.id": spec.group,
+                "client.id": f"{spec.name}-{socket.gethostname()}-{os.getpid()}",
+            }
+        )
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def run(self) -> None:
+        self.consumer.subscribe([self.spec.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        logger.info("consumer %s joined group %s on %s", self.spec.name, self.spec.group, self.spec.topic)
+        try:
+            while not self.stopping.is_set():
+                messages = self.consumer.consume(self.batch_size, settings.CONSUMER_POLL_TIMEOUT_SECONDS)
+                if messages and not self._process(messages):
+                    break
+        finally:
+            if self.ready_file is not None:
+                self.ready_file.unlink(missing_ok=True)
+            self.consumer.close()  # commits nothing new (auto-commit is off) and leaves the group
+            if self._dlq_producer is not None:
+                self._dlq_producer.flush(5)
+            logger.info(
+                "consumer %s stopped: %d applied, %d dead-lettered", self.spec.name, self.applied, self.dead_lettered
+            )
+
+    def _process(self, messages) -> bool:
+        """Apply one batch and commit it; False when stopped before the batch could be applied."""
+        items, done = [], []
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    logger.warning("consume error: %s", error)
+                continue
+            done.append(message)
+            try:
+                items.append(self.spec.handler.decode(message.value()))
+            except POISON as exc:
+                if not self._dead_letter(message, exc):
+                    return False
+        if not self._apply(items):
+            return False
+        self.applied += len(items)
+        self._commit(done)
+        return True
+
+    def _apply(self, items) -> bool:
+        backoff = 0.1
+        while True:
+            try:
+                self.spec.handler.apply(items)
+                return True
+            except Exception as exc:  # a server is down: keep the offsets, retry the batch
+                logger.error("applying %d events failed, retrying in %.1fs: %s", len(items), backoff, exc)
+                if self.stopping.wait(backoff):
+                    return False
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+    def _commit(self, messages) -> None:
+        highest: dict[tuple[str, int], int] = {}
+        for message in messages:
+            key = (message.topic(), message.partition())
+            highest[key] = max(highest.get(key, -1), message.offset())
+        if not highest:
+            return
+        self.consumer.store_offsets(offsets=[TopicPartition(t, p, o + 1) for (t, p), o in highest.items()])
+        self._commit_stored()
+
+    def _commit_stored(self) -> None:
+        try:
+            self.consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._NO_OFFSET:
+                # Still stored: the next commit carries them; a crash first replays them harmlessly.
+                logger.warning("offset commit failed: %s", exc)
+
+    def _on_assign(self, consumer, partitions) -> None:
+        logger.info("assigned %s", [p.partition for p in partitions])
+        if self.ready_file is not None:
+            self.ready_file.write_text(f"{os.getpid()}\n")
+        if self.from_beginning:
+            for partition in partitions:
+                partition.offset = OFFSET_BEGINNING
+            consumer.assign(partitions)
+
+    def _on_revoke(self, consumer, partitions) -> None:
+        logger.info("revoked %s", [p.partition for p in partitions])
+        self._commit_stored()
+
+    def _dead_letter(self, message, exc: Exception) -> bool:
+        """Send a poison message to the dead-letter topic; False if even that failed."""
+        logger.error("poison message %s[%d]@%d: %s", message.topic(), message.partition(), message.offset(), exc)
+        if self._dlq_producer is None:
+            self._dlq_producer = Producer(settings.KAFKA_PRODUCER_CONFIG)
+        headers = [
+            *(message.headers() or []),
+            ("dlq.error", f"{type(exc).__name__}: {exc}".encode()[:1000]),
+            ("dlq.topic", message.topic().encode()),
+            ("dlq.partition", str(message.partition()).encode()),
+            ("dlq.offset", str(message.offset()).encode()),
+            ("dlq.consumer", self.spec.name.encode()),
+            ("dlq.at", str(time.time()).encode()),
+        ]
+        delivered = []
+        self._dlq_producer.produce(
+            self.spec.dead_letter_topic,
+            key=message.key(),
+            value=message.value(),
+            headers=headers,
+            on_delivery=lambda err, _msg: delivered.append(err),
+        )
+        self._dlq_producer.flush(10)
+        if delivered != [None]:
+            logger.error("dead-letter publish failed (%s); the batch stays uncommitted", delivered)
+            return False
+        self.dead_lettered += 1
+        return True
