@@ -1,0 +1,21 @@
+"""gunicorn settings for the read pool: `gunicorn -c deploy/gunicorn_read.py cqrs_site.wsgi`.
+
+gevent workers: a read is mostly waiting on Redis, so one process serves many at once. Clients
+(Redis pool, MongoDB) are created lazily in each worker, after the fork.
+"""
+
+import os
+
+raw_env = ["DJANGO_SETTINGS_MODULE=cqrs_site.settings.read"]
+bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8101")
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gevent")
+workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
+threads = int(os.environ.get("GUNICORN_THREADS", "1"))  # for worker_class gthread
+timeout = 30
+graceful_timeout = 20
+keepalive = 10
+preload_app = False
+accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}i)s'
+errorlog = "-"
