@@ -1,0 +1,152 @@
+"""Shared fixtures. The servers themselves are started by tests/servers.py (a -p plugin), so
+their addresses are in the environment before Django's settings load."""
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stores():
+    """Indexes and topics exist before any test runs (as `make up` ensures for the stack)."""
+    from writes.documents import ensure_indexes
+    from writes.topics import topics_create
+
+    ensure_indexes()
+    topics_create()
+    yield
+    from writes.outbox import publisher_close
+
+    publisher_close()
+
+
+@pytest.fixture(autouse=True)
+def clean_stores():
+    """Each test starts from empty collections and an empty cache."""
+    from reads.cache import cache_client
+    from writes.documents import Post, User
+
+    User._get_collection().delete_many({})
+    Post._get_collection().delete_many({})
+    cache_client().flushdb()
+
+
+@pytest.fixture
+def api_client(db):
+    """A client of the whole API (the test settings route reads and writes) with a valid token."""
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    user = get_user_model().objects.create(username="api-client")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client
+
+
+def eventually(check, *, timeout: float = 10.0, interval: float = 0.05):
+    """Return check()'s first truthy value, or fail after `timeout` seconds with its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout}s (last value: {value!r})")
+        time.sleep(interval)
+
+
+def process_env(**extra) -> dict:
+    return {**os.environ, "DJANGO_SETTINGS_MODULE": "cqrs_site.settings.consumer", "PYTHONUNBUFFERED": "1", **extra}
+
+
+class ConsumerProcess:
+    """`manage.py run_consumer` as a real process in the suite's consumer group."""
+
+    def __init__(self, log_path: Path, *args: str):
+        self.log_path = log_path
+        self.log = open(log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "run_consumer", "cache", *args],
+            cwd=ROOT,
+            env=process_env(),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self.log.close()
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def start_consumer(tmp_path):
+    """Start consumers on demand; every one still running at the end is stopped with SIGTERM
+    and must exit cleanly."""
+    running: list[ConsumerProcess] = []
+
+    def start(*args: str) -> ConsumerProcess:
+        consumer = ConsumerProcess(tmp_path / f"consumer-{len(running)}.log", *args)
+        running.append(consumer)
+        return consumer
+
+    yield start
+    for consumer in running:
+        if consumer.proc.poll() is None:
+            code = consumer.terminate()
+            assert code == 0, f"consumer exited {code}:\n{consumer.output()}"
+
+
+@pytest.fixture
+def consumer(start_consumer):
+    return start_consumer()
+
+
+@pytest.fixture
+def event_topic() -> str:
+    return settings.KAFKA_EVENTS_TOPIC
+
+
+@pytest.fixture
+def paused_broker_ctl():
+    """A context manager that freezes the suite's Kafka process (SIGSTOP) while it is open:
+    connections stay up and nothing answers, as with a hung broker. Needs the embedded broker."""
+    from tests import servers
+
+    kafka = [p for p in servers.started() if p.name == "kafka"]
+    if not kafka:
+        pytest.skip("KAFKA_BOOTSTRAP_SERVERS points at an external broker; it cannot be paused from here")
+
+    @contextlib.contextmanager
+    def paused():
+        pid = kafka[0].pid()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+    return paused

@@ -1,0 +1,13 @@
+import pytest
+
+from tests.stackctl import stack_start, stack_stop
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """`make up`'s launcher on free ports (2 read, 1 write instance, 2 consumers), reusing the
+    suite's Redis, MongoDB and Kafka; `make down` at the end must leave no process behind."""
+    running = stack_start(tmp_path_factory.mktemp("stack"), own_servers=False, group_suffix="-stack")
+    yield running
+    running.heal()
+    stack_stop(running)

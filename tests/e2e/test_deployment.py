@@ -1,0 +1,162 @@
+"""The deployment as operators run it: 3 read instances, 1 write instance and 2 consumers behind
+HAProxy, as real processes. Instances die, restart and roll, and no request may fail."""
+
+import re
+import signal
+import threading
+import time
+
+import pytest
+import requests
+
+from tests.stackctl import stack_start, stack_stop
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def scaled(tmp_path_factory):
+    running = stack_start(
+        tmp_path_factory.mktemp("scaled"), own_servers=False, group_suffix="-scaled", READ_INSTANCES="3"
+    )
+    yield running
+    running.heal()
+    stack_stop(running)
+
+
+class SteadyReads:
+    """Reader threads sending GETs through HAProxy until stopped; every answer is kept."""
+
+    def __init__(self, url: str, threads: int = 4):
+        self.url, self.stop, self.codes = url, threading.Event(), []
+        self.threads = [threading.Thread(target=self._read) for _ in range(threads)]
+
+    def _read(self):
+        # A connection per request: what is measured is the pools behind HAProxy, not the reuse
+        # of this client's keep-alive connections (see the note on issue 3).
+        while not self.stop.is_set():
+            try:
+                self.codes.append(requests.get(self.url, timeout=10, headers={"Connection": "close"}).status_code)
+            except requests.RequestException as exc:
+                self.codes.append(repr(exc))
+
+    def __enter__(self):
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(15)
+
+
+def wait_for(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what} not within {timeout}s"
+        time.sleep(0.1)
+
+
+def a_post(stack) -> str:
+    user = stack.writer.post(stack.url + "/api/users", json={"username": f"d{time.monotonic_ns()}"}).json()
+    body = {"user_id": user["id"], "title": "T", "content": "C"}
+    return stack.writer.post(stack.url + "/api/posts", json=body).json()["id"]
+
+
+def test_reads_go_to_the_read_pool_writes_and_the_admin_to_the_write_pool(scaled):
+    status = scaled.command("status")
+    assert status.returncode == 0 and status.stdout.count(" ready") == 4, status.stdout
+    post = a_post(scaled)
+    assert scaled.reader.get(f"{scaled.url}/api/posts/{post}").headers["X-Served-By"] == "read-pool"
+    assert scaled.reader.head(f"{scaled.url}/api/posts/{post}").headers["X-Served-By"] == "read-pool"
+    assert scaled.writer.post(f"{scaled.url}/api/posts/{post}/like").headers["X-Served-By"] == "write-pool"
+    admin = scaled.reader.get(f"{scaled.url}/admin/", allow_redirects=False)
+    assert admin.headers["X-Served-By"] == "write-pool" and admin.status_code in (200, 302)
+    answer = scaled.reader.get(f"{scaled.url}/api/posts/{post}", headers={"X-Request-ID": "trace-me"})
+    assert answer.headers["X-Request-ID"] == "trace-me"
+    assert re.fullmatch(r"[0-9a-f-]{36}", scaled.reader.get(f"{scaled.url}/api/posts/{post}").headers["X-Request-ID"])
+    assert set(scaled.haproxy_states("read_pool")) == {"read-1", "read-2", "read-3"}
+
+
+def test_a_read_instance_killed_under_load_costs_no_request_and_is_marked_down_then_up(scaled):
+    post = a_post(scaled)
+    with SteadyReads(f"{scaled.url}/api/posts/{post}") as reads:
+        time.sleep(1)
+        scaled.kill("read-2")
+        wait_for(lambda: scaled.haproxy_states("read_pool")["read-2"].startswith("DOWN"), 10, "read-2 marked down")
+        served_while_down = len(reads.codes)
+        time.sleep(1)
+        scaled.heal()
+        wait_for(lambda: scaled.haproxy_states("read_pool")["read-2"] == "UP", 15, "read-2 marked up again")
+        time.sleep(1)
+    failures = [code for code in reads.codes if code != 200]
+    assert not failures, failures[:5]
+    assert len(reads.codes) > served_while_down > 0
+
+
+@pytest.mark.skip(
+    reason="open (issue 3): in about 1 run of 3, readers stall or get a truncated response during the "
+    "roll while HAProxy logs client-side <BADREQ> CR--; not yet explained, so not yet claimed"
+)
+def test_a_rolling_restart_of_the_read_pool_under_load_costs_no_request(scaled):
+    post = a_post(scaled)
+    with SteadyReads(f"{scaled.url}/api/posts/{post}") as reads:
+        for name in ("read-1", "read-2", "read-3"):
+            # As deploy/README.md says: drain it, reload it when idle, put it back.
+            scaled.haproxy_admin("read_pool", name, "drain")
+            wait_for(
+                lambda name=name: (
+                    (row := scaled.haproxy_servers("read_pool")[name])["status"].startswith("DRAIN")
+                    and row["scur"] == "0"
+                ),
+                10,
+                f"{name} drained",
+            )
+            served_before = len(reads.codes)
+            log = scaled.process(name).log_file
+            booted = log.read_text().count("Booting worker")
+            scaled.signal(name, signal.SIGHUP)  # gunicorn: new workers, old ones finish and exit
+            wait_for(
+                lambda log=log, booted=booted: log.read_text().count("Booting worker") >= booted + 2,
+                20,
+                f"{name} reloaded",
+            )
+            scaled.haproxy_admin("read_pool", name, "ready")
+            wait_for(lambda name=name: scaled.haproxy_states("read_pool")[name] == "UP", 10, f"{name} back")
+            assert len(reads.codes) > served_before, f"no request was served while {name} reloaded"
+    failures = [code for code in reads.codes if code != 200]
+    assert not failures, failures[:5]
+
+
+def assignments(stack) -> dict[str, list[int]]:
+    """Each consumer's latest assignment, from its log."""
+    found = {}
+    for name in ("consumer-1", "consumer-2"):
+        lines = re.findall(r"(assigned|revoked) \[([\d, ]*)\]", stack.process(name).log_file.read_text())
+        current: list[int] = []
+        for kind, partitions in lines:
+            current = [int(p) for p in partitions.split(",") if p.strip()] if kind == "assigned" else []
+        found[name] = current
+    return found
+
+
+def test_two_consumers_split_the_partitions_and_a_killed_one_loses_no_event(scaled):
+    split = assignments(scaled)
+    assert all(split.values()), split
+    assert sorted(split["consumer-1"] + split["consumer-2"]) == list(range(6))
+
+    posts = [a_post(scaled) for _ in range(6)]
+    for i in range(120):
+        if i == 40:
+            scaled.kill("consumer-1")
+        scaled.writer.post(f"{scaled.url}/api/posts/{posts[i % 6]}/like")
+    expected = {post: 21 for post in posts}  # created at 1, then 20 likes each
+
+    def caught_up():
+        return all(
+            scaled.reader.get(f"{scaled.url}/api/posts/{p}/likes").json()["version"] == v for p, v in expected.items()
+        )
+
+    wait_for(caught_up, 30, "every post's latest version in the cache")
+    scaled.heal()

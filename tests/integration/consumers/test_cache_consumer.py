@@ -1,0 +1,128 @@
+"""`run_consumer cache` as a real process against the real broker and Redis."""
+
+import json
+import uuid
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from django.conf import settings
+
+from reads.cache import cache_client, cache_get
+from reads.keys import post_key, post_likes_key, user_key
+from tests.conftest import eventually
+from writes import services
+from writes.events import POST, POST_UPDATED, USER, USER_CREATED, Event
+
+
+def cached_version(key: str) -> int | None:
+    entry = cache_get(key)
+    return None if entry is None else entry.version
+
+
+def produce(*messages: tuple[bytes, bytes], topic: str | None = None) -> None:
+    producer = Producer(settings.KAFKA_PRODUCER_CONFIG)
+    for key, value in messages:
+        producer.produce(topic or settings.KAFKA_EVENTS_TOPIC, key=key, value=value)
+    assert producer.flush(10) == 0
+
+
+def marker_after(key: bytes) -> str:
+    """Send, on `key`'s partition, a user event; once it is cached, all before it was consumed."""
+    user_id = uuid.uuid4().hex[:24]
+    state = {"id": user_id, "username": "marker", "created_at": "2026-01-01T00:00:00.000Z", "version": 1}
+    event = Event(uuid.uuid4().hex, USER_CREATED, USER, user_id, 1, state["created_at"], state)
+    produce((key, event.encode()))
+    return user_key(user_id)
+
+
+def test_every_kind_of_write_reaches_the_cache(consumer):
+    user = services.user_create(username="writer")
+    post = services.post_create(user_id=user["id"], title="T", content="C")
+    eventually(lambda: cached_version(user_key(user["id"])) == 1 and cached_version(post_key(post["id"])) == 1)
+    services.post_react(post_id=post["id"], reaction="like")
+    services.post_react(post_id=post["id"], reaction="dislike")
+    eventually(lambda: cached_version(post_likes_key(post["id"])) == 3)
+    assert json.loads(cache_get(post_likes_key(post["id"])).body)["dislike_count"] == 1
+    services.post_update(post_id=post["id"], content="C2")
+    eventually(lambda: cached_version(post_key(post["id"])) == 4)
+    assert json.loads(cache_get(post_key(post["id"])).body)["content"] == "C2"
+    services.post_delete(post_id=post["id"])
+    eventually(lambda: cached_version(post_key(post["id"])) == 5)
+    assert cache_get(post_key(post["id"])).body is None  # a tombstone
+    assert cache_get(post_likes_key(post["id"])).body is None
+
+
+def post_event(post: dict, version: int, title: str) -> bytes:
+    state = {**post, "title": title, "version": version}
+    return Event(uuid.uuid4().hex, POST_UPDATED, POST, post["id"], version, post["updated_at"], state).encode()
+
+
+def test_replaying_an_event_or_an_older_one_changes_nothing(consumer):
+    user = services.user_create(username="replay")
+    post = services.post_create(user_id=user["id"], title="v1", content="C")
+    key = post["id"].encode()
+    v2 = post_event(post, 2, "v2")
+    produce((key, v2))
+    eventually(lambda: cached_version(post_key(post["id"])) == 2)
+    stored = cache_client().get(post_key(post["id"]))
+
+    produce((key, v2), (key, post_event(post, 1, "stale")), (key, v2))
+    marker = marker_after(key)
+    eventually(lambda: cache_get(marker))
+    assert cache_client().get(post_key(post["id"])) == stored
+
+
+def test_a_poison_message_goes_to_the_dead_letter_topic_and_the_partition_moves_on(consumer):
+    key = b"poison-key"
+    produce((key, b"{this is not an event"))
+    marker = marker_after(key)
+    eventually(lambda: cache_get(marker), timeout=15)
+
+    reader = Consumer(
+        {
+            **settings.KAFKA_CONSUMER_CONFIG,
+            "group.id": f"dlq-reader-{uuid.uuid4().hex}",
+            "enable.auto.offset.store": True,
+        }
+    )
+    reader.subscribe([settings.KAFKA_DEAD_LETTER_TOPIC])
+    found = []
+
+    def dead_lettered():
+        found.extend(m for m in reader.consume(10, 0.5) if m.error() is None)
+        return [m for m in found if m.value() == b"{this is not an event"]
+
+    [message] = eventually(dead_lettered, timeout=20)
+    reader.close()
+    headers = dict(message.headers())
+    assert headers["dlq.error"].startswith(b"EventInvalid: not JSON")
+    assert headers["dlq.topic"] == settings.KAFKA_EVENTS_TOPIC.encode()
+    assert message.key() == key
+
+
+def committed_offsets() -> dict[int, int]:
+    probe = Consumer({**settings.KAFKA_CONSUMER_CONFIG, "group.id": settings.CACHE_CONSUMER_GROUP})
+    metadata = probe.list_topics(settings.KAFKA_EVENTS_TOPIC, timeout=10)
+    partitions = [
+        TopicPartition(settings.KAFKA_EVENTS_TOPIC, p) for p in metadata.topics[settings.KAFKA_EVENTS_TOPIC].partitions
+    ]
+    committed = {tp.partition: tp.offset for tp in probe.committed(partitions, timeout=10)}
+    ends = {tp.partition: probe.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions}
+    probe.close()
+    return committed, ends
+
+
+def test_sigterm_commits_and_a_restarted_consumer_resumes_where_it_stopped(start_consumer):
+    first = start_consumer()
+    user = services.user_create(username="resume")
+    eventually(lambda: cached_version(user_key(user["id"])) == 1, timeout=15)
+    assert first.terminate() == 0
+    assert "stopped" in first.output()
+    committed, ends = committed_offsets()
+    assert all(committed[p] == ends[p] for p in ends if ends[p] > 0), (committed, ends)
+
+    post = services.post_create(user_id=user["id"], title="while down", content="C")
+    cache_client().delete(user_key(user["id"]))
+    start_consumer()
+    eventually(lambda: cached_version(post_key(post["id"])) == 1, timeout=15)
+    # Resumed from the committed offsets: the already-applied UserCreated was not consumed again.
+    assert cache_get(user_key(user["id"])) is None

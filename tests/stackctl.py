@@ -1,0 +1,208 @@
+"""Start, drive and break a whole stack (deploy/localstack.py) from tests."""
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pymongo
+import redis
+import requests
+
+from deploy import localstack
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER_VARIABLES = ("MONGODB_URI", "KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL")
+
+
+class StackControl:
+    """A running stack (deploy/localstack.py) and the means to break and heal its processes."""
+
+    def __init__(self, run_dir: Path, env: dict):
+        self.run_dir, self.env = run_dir, env
+        self.url = f"http://127.0.0.1:{env['PORT']}"
+        self.writer = requests.Session()
+        self.writer.headers["Authorization"] = "Token " + (run_dir / "api-token").read_text().strip()
+        self.reader = requests.Session()
+        self.stats_url = f"http://127.0.0.1:{env['HAPROXY_STATS_PORT']}"
+        servers = dict(line.split("=", 1) for line in (run_dir / "servers.env").read_text().splitlines())
+        self.mongo = pymongo.MongoClient(servers["MONGODB_URI"], serverSelectionTimeoutMS=3000).get_database()
+        self.redis = redis.Redis.from_url(servers["REDIS_URL"], socket_timeout=3)
+        self.prefix = env["CQRS_CACHE_PREFIX"]
+
+    def process(self, name: str) -> localstack.Process:
+        [process] = [p for p in self._stack().all_processes() if p.name == name]
+        return process
+
+    def _stack(self) -> localstack.Stack:
+        with _env(self.env):
+            return localstack.Stack.from_env()
+
+    def command(self, *args: str) -> subprocess.CompletedProcess:
+        """`python -m deploy.localstack ARGS` for this stack (status, …)."""
+        return subprocess.run(
+            [sys.executable, "-m", "deploy.localstack", *args], cwd=ROOT, env=self.env, capture_output=True, text=True
+        )
+
+    def haproxy_servers(self, backend: str) -> dict[str, dict]:
+        """Server name -> its row of HAProxy's stats CSV (status, scur, …) in `backend`."""
+        rows = requests.get(self.stats_url + "/;csv", timeout=5).text.lstrip("# ").splitlines()
+        header = rows[0].split(",")
+        servers = {}
+        for row in rows[1:]:
+            fields = dict(zip(header, row.split(","), strict=False))
+            if fields.get("pxname") == backend and fields.get("svname") not in ("FRONTEND", "BACKEND"):
+                servers[fields["svname"]] = fields
+        return servers
+
+    def haproxy_states(self, backend: str) -> dict[str, str]:
+        """Server name -> HAProxy's state (UP, DOWN, DRAIN, …) in `backend`."""
+        return {name: row["status"] for name, row in self.haproxy_servers(backend).items()}
+
+    def haproxy_admin(self, backend: str, server: str, action: str) -> None:
+        """Set a server's admin state (drain, ready, maint) through the stats page."""
+        answer = requests.post(self.stats_url + "/", data={"s": server, "action": action, "b": backend}, timeout=5)
+        assert answer.status_code in (200, 303), answer.text[:200]
+
+    def signal(self, name: str, signum: int) -> None:
+        localstack.signal_group(self.process(name).pid(), signum)
+
+    def kill(self, name: str) -> None:
+        process = self.process(name)
+        pid = process.pid()
+        localstack.signal_group(pid, signal.SIGKILL)
+        while localstack.group_alive(pid):
+            time.sleep(0.05)
+
+    def heal(self) -> None:
+        """Start whatever is not running, resume whatever is frozen, and wait until all are ready."""
+        for process in self._stack().all_processes():
+            pid = process.pid()
+            if pid is not None:
+                localstack.signal_group(pid, signal.SIGCONT)
+                continue
+            if process.name in {"redis", "mongodb", "kafka"} and localstack.port_open(process.port):
+                continue  # a server the stack uses but did not start
+            if process.ready_file is not None:
+                process.ready_file.unlink(missing_ok=True)
+            with _env(self.env):
+                process.start()
+            process.wait_ready()
+        deadline = time.monotonic() + 20
+        while not all(
+            state == "UP" for pool in ("read_pool", "write_pool") for state in self.haproxy_states(pool).values()
+        ):
+            assert time.monotonic() < deadline, "HAProxy does not see every instance up"
+            time.sleep(0.2)
+
+    def manage(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        servers = (self.run_dir / "servers.env").read_text().splitlines()
+        env = {**self.env, **dict(line.split("=", 1) for line in servers)}
+        env["DJANGO_SETTINGS_MODULE"] = "cqrs_site.settings.consumer"
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        if check:
+            assert result.returncode == 0, result.stdout + result.stderr
+        return result
+
+    def consistency(self) -> dict:
+        result = self.manage("check_consistency", "--json", "--no-progress", check=False)
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    def cached_version(self, kind: str, doc_id: str) -> int | None:
+        raw = self.redis.get(f"{self.prefix}:{kind}:{doc_id}")
+        return None if raw is None else int(raw.split(b":", 1)[0])
+
+    def converged(self, kind: str, ids: list[str]) -> bool:
+        """Every listed document's cache entry holds MongoDB's version, and no event is pending."""
+        collection = self.mongo["posts" if kind == "post" else "users"]
+        from bson import ObjectId
+
+        docs = {str(d["_id"]): d for d in collection.find({"_id": {"$in": [ObjectId(i) for i in ids]}})}
+        if any(d.get("outbox") for d in docs.values()):
+            return False
+        return all(self.cached_version(kind, i) == docs[i]["version"] for i in ids)
+
+    def wait_converged(self, kind: str, ids: list[str], timeout: float) -> float:
+        """Seconds until converged; fails the test after `timeout`."""
+        start = time.monotonic()
+        while not self.converged(kind, ids):
+            assert time.monotonic() - start < timeout, f"not converged within {timeout}s"
+            time.sleep(0.2)
+        return time.monotonic() - start
+
+    def posts_in_cache(self, count: int) -> list[str]:
+        """Create `count` posts by a new user and wait until the cache holds all of them."""
+        ids = self.create_posts(count)
+        self.wait_converged("post", ids, 15)
+        return ids
+
+    def create_posts(self, count: int) -> list[str]:
+        user = self.writer.post(self.url + "/api/users", json={"username": f"f{time.monotonic_ns()}"}).json()
+        return [
+            self.writer.post(
+                self.url + "/api/posts", json={"user_id": user["id"], "title": f"t{i}", "content": "c"}
+            ).json()["id"]
+            for i in range(count)
+        ]
+
+
+@contextlib.contextmanager
+def _env(env: dict):
+    """os.environ as the stack's processes see it (no suite server addresses), for a while."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def stack_start(run_dir: Path, *, own_servers: bool, group_suffix: str, **overrides: str) -> StackControl:
+    """`make up`'s launcher on free ports. With `own_servers`, it starts its own Redis, MongoDB and
+    Kafka (to break them); otherwise it uses the suite's."""
+    env = dict(os.environ)
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    if own_servers:
+        for variable in SERVER_VARIABLES:
+            env.pop(variable, None)
+        env.update({name: str(localstack.free_port()) for name in ("REDIS_PORT", "MONGO_PORT", "KAFKA_PORT")})
+    read_instances = int(overrides.get("READ_INSTANCES", "2"))
+    env.update(
+        {
+            "CQRS_RUN_DIR": str(run_dir),
+            "PORT": str(localstack.free_port()),
+            "HAPROXY_STATS_PORT": str(localstack.free_port()),
+            "READ_PORT_BASE": str(localstack.free_port_block(read_instances)),
+            "WRITE_PORT_BASE": str(localstack.free_port_block(int(overrides.get("WRITE_INSTANCES", "1")))),
+            "READ_INSTANCES": str(read_instances),
+            "WRITE_INSTANCES": "1",
+            "CONSUMERS": "2",
+            # Its own group: Tansu strands a member that joins right after two others left.
+            "CACHE_CONSUMER_GROUP": os.environ["CACHE_CONSUMER_GROUP"] + group_suffix,
+            **overrides,
+        }
+    )
+    up = subprocess.run(
+        [sys.executable, "-m", "deploy.localstack", "up"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert up.returncode == 0, up.stdout + up.stderr
+    return StackControl(run_dir, env)
+
+
+def stack_stop(stack: StackControl) -> None:
+    """`make down`, then no process the stack started may be left."""
+    pids = [int(p.read_text()) for p in (stack.run_dir / "pids").glob("*.pid")]
+    down = subprocess.run(
+        [sys.executable, "-m", "deploy.localstack", "down"], cwd=ROOT, env=stack.env, capture_output=True, text=True
+    )
+    assert down.returncode == 0, down.stdout + down.stderr
+    left = [pid for pid in pids if localstack.pid_alive(pid)]
+    assert not left, f"processes left running after down: {left}"

@@ -1,0 +1,75 @@
+"""deploy/compose.yaml cannot run here (no Docker engine); these checks keep it consistent with
+the HAProxy config, the settings and the commands it names."""
+
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from deploy.localstack import haproxy_compose
+
+ROOT = Path(__file__).resolve().parents[3]
+COMPOSE = yaml.safe_load((ROOT / "deploy/compose.yaml").read_text())
+SERVICES = COMPOSE["services"]
+APP_SERVICES = ["init", "read", "write", "consumer", "relay"]
+
+
+def variables_the_code_reads() -> set[str]:
+    sources = [*ROOT.glob("cqrs_site/settings/*.py"), *ROOT.glob("deploy/gunicorn_*.py")]
+    names = set()
+    for source in sources:
+        names |= set(re.findall(r"""(?:environ\.get|env_bool|env_list)\(\s*["']([A-Z_]+)["']""", source.read_text()))
+    return names | {"DJANGO_SETTINGS_MODULE"}
+
+
+def test_the_committed_haproxy_config_is_the_rendering_of_the_template():
+    assert (ROOT / "deploy/haproxy.compose.cfg").read_text() == haproxy_compose()
+
+
+def test_every_part_of_the_system_is_a_service():
+    assert {"mongo", "kafka", "redis", "haproxy", *APP_SERVICES} <= set(SERVICES)
+    assert "--replSet" in SERVICES["mongo"]["command"]
+    assert "controller" in SERVICES["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]
+
+
+def test_haproxy_reaches_the_pools_where_they_listen():
+    config = haproxy_compose()
+    for pool in ("read", "write"):
+        [target] = re.findall(rf"server-template {pool}- \S+ (\S+):(\d+)", config)
+        host, port = target
+        assert host in SERVICES, f"haproxy targets {host}, which is no service"
+        assert SERVICES[host]["environment"]["GUNICORN_BIND"].endswith(f":{port}")
+        assert f"deploy/gunicorn_{pool}.py" in SERVICES[host]["command"]
+        assert SERVICES[host]["environment"]["DJANGO_SETTINGS_MODULE"] == f"cqrs_site.settings.{pool}"
+
+
+def test_haproxy_publishes_the_ports_it_binds():
+    haproxy = SERVICES["haproxy"]
+    published = {mapping.split(":")[1] for mapping in haproxy["ports"]}
+    for variable in ("HAPROXY_BIND", "HAPROXY_STATS_BIND"):
+        assert f"${{{variable}}}" in haproxy_compose()
+        assert haproxy["environment"][variable].rsplit(":", 1)[1] in published
+    mounts = {volume.split(":")[0] for volume in haproxy["volumes"]}
+    assert {"./haproxy.compose.cfg", "./haproxy-errors"} <= mounts
+    for errorfile in re.findall(r"errorfile \d+ (\S+)", haproxy_compose()):
+        assert (ROOT / errorfile).exists()
+
+
+@pytest.mark.parametrize("service", APP_SERVICES)
+def test_app_services_set_only_variables_the_code_reads_and_point_at_services(service):
+    environment = SERVICES[service]["environment"]
+    unknown = set(environment) - variables_the_code_reads()
+    assert not unknown, f"{service} sets variables nothing reads: {unknown}"
+    for variable in ("MONGODB_URI", "REDIS_URL", "DATABASE_URL"):
+        assert urlsplit(environment[variable]).hostname in SERVICES
+    assert environment["KAFKA_BOOTSTRAP_SERVERS"].split(":")[0] in SERVICES
+
+
+@pytest.mark.parametrize("service", ["init", "consumer", "relay"])
+def test_the_management_commands_named_exist(service):
+    command = " ".join(SERVICES[service]["command"])
+    for name in re.findall(r"manage\.py (\w+)", command):
+        found = list(ROOT.glob(f"*/management/commands/{name}.py"))
+        assert found or name == "migrate", f"{service} runs manage.py {name}, which does not exist"
