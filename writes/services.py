@@ -73,12 +73,16 @@ def post_create(*, user_id: str, title: str, content: str) -> dict:
     return post_state(document)
 
 
-def _post_change(post_id: str, event_type: str, changes: dict) -> dict:
+def _post_change(post_id: str, event_type: str, changes: dict, expected_version: int | None = None) -> dict:
     """Apply `changes` (aggregation expressions) to a live post, raise its version and append
-    its event, all in one atomic update. NotFound for an unknown or deleted post."""
+    its event, all in one atomic update. NotFound for an unknown or deleted post; Conflict when
+    `expected_version` is given and the post has moved past it (optimistic concurrency)."""
     oid = object_id(post_id)
     if oid is None:
         raise NotFound("No post has this id.")
+    match = {"_id": oid, "deleted": False}
+    if expected_version is not None:
+        match["version"] = expected_version
     pipeline = [
         {"$set": {**changes, "version": {"$add": ["$version", 1]}, "updated_at": "$$NOW"}},
         {
@@ -92,24 +96,31 @@ def _post_change(post_id: str, event_type: str, changes: dict) -> dict:
             }
         },
     ]
-    document = Post._get_collection().find_one_and_update(
-        {"_id": oid, "deleted": False}, pipeline, return_document=ReturnDocument.AFTER
-    )
+    document = Post._get_collection().find_one_and_update(match, pipeline, return_document=ReturnDocument.AFTER)
     if document is None:
-        raise NotFound("No post has this id.")
+        current = Post._get_collection().find_one({"_id": oid, "deleted": False}, {"version": 1})
+        if current is None:
+            raise NotFound("No post has this id.")
+        raise Conflict(
+            f"The post changed since version {expected_version}; it is at version {current['version']}. "
+            "Reload it and apply your change again.",
+            fields={"version": [f"expected {expected_version}, found {current['version']}"]},
+        )
     _publish(POST, document)
     return post_state(document)
 
 
-def post_update(*, post_id: str, title: str | None = None, content: str | None = None) -> dict:
-    """Change a post's title and/or content."""
+def post_update(
+    *, post_id: str, title: str | None = None, content: str | None = None, expected_version: int | None = None
+) -> dict:
+    """Change a post's title and/or content; with `expected_version`, only if it is still there."""
     # $literal: a title such as "$content" must stay text, not become a field path.
     changes = {
         name: {"$literal": value} for name, value in (("title", title), ("content", content)) if value is not None
     }
     if not changes:
         raise InvalidInput("Send at least one of title, content.")
-    return _post_change(post_id, POST_UPDATED, changes)
+    return _post_change(post_id, POST_UPDATED, changes, expected_version)
 
 
 def post_react(*, post_id: str, reaction: str) -> dict:
@@ -118,6 +129,6 @@ def post_react(*, post_id: str, reaction: str) -> dict:
     return _post_change(post_id, POST_REACTED, {counter: {"$add": [f"${counter}", 1]}})
 
 
-def post_delete(*, post_id: str) -> dict:
+def post_delete(*, post_id: str, expected_version: int | None = None) -> dict:
     """Delete a post. It stays in MongoDB as a versioned deletion, so the cache keeps a tombstone."""
-    return _post_change(post_id, POST_DELETED, {"deleted": True})
+    return _post_change(post_id, POST_DELETED, {"deleted": True}, expected_version)
