@@ -52,9 +52,14 @@ def free_port_block(count: int) -> int:
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something listens on the port. A port in the ephemeral range with no listener can
+    still "accept" a probe: the kernel may pick the same port as the probe's source, and the
+    socket connects to itself (TCP simultaneous open). That is not a listener."""
     with socket.socket() as sock:
         sock.settimeout(0.2)
-        return sock.connect_ex((host, port)) == 0
+        if sock.connect_ex((host, port)) != 0:
+            return False
+        return sock.getsockname() != sock.getpeername()
 
 
 @dataclass
@@ -88,7 +93,12 @@ class Process:
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         if self.port is not None and port_open(self.port):
-            raise RuntimeError(f"{self.name}: port {self.port} is already in use")
+            # A process that was just killed may take a moment to release its socket.
+            deadline = time.monotonic() + 5
+            while port_open(self.port) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if port_open(self.port):
+                raise RuntimeError(f"{self.name}: port {self.port} is already in use")
         with open(self.log_file, "ab") as log:
             proc = subprocess.Popen(
                 self.argv,
@@ -396,6 +406,8 @@ class Stack:
             (self.run_dir / "servers.env").write_text("".join(f"{k}={v}\n" for k, v in servers_env.items()))
             env = self.app_env(servers_env)
             self.manage(env, "migrate", "--noinput")
+            self.manage(env, "collectstatic", "--noinput")
+            admin = self.manage(env, "ensure_admin_user", "--password-file", str(self.run_dir / "admin-password"))
             self.manage(env, "ensure_indexes")
             self.manage(env, "create_topics")
             token = self.manage(env, "create_api_token", "api-client")
@@ -412,6 +424,7 @@ class Stack:
             self.down(quiet=True)
             raise
         self.print_summary(env)
+        print(admin)
 
     def down(self, quiet: bool = False) -> None:
         # Front to back: stop taking requests, drain the pools and consumers, then the servers.
@@ -445,6 +458,7 @@ class Stack:
             f"""
 The stack is up (logs, pids and data under {self.run_dir}):
   API (HAProxy)    http://127.0.0.1:{self.port}/api/   GET/HEAD -> read pool, others -> write pool
+  admin            http://127.0.0.1:{self.port}/admin/   (staff account below)
   HAProxy stats    http://127.0.0.1:{self.stats_port}/
   read pool        {", ".join(f"127.0.0.1:{self.read_port_base + i}" for i in range(self.read_instances))}
   write pool       {", ".join(f"127.0.0.1:{self.write_port_base + i}" for i in range(self.write_instances))}
