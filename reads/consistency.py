@@ -12,7 +12,7 @@ from bson import ObjectId
 
 from .cache import cache_client, cache_get_many, cache_put, decode
 from .keys import AUXILIARY_SUFFIXES, PREFIX
-from .projections import Entry, entries_for
+from .projections import Entry, absent_entries, entries_for
 from .selectors import SOURCES
 
 BATCH = 500
@@ -121,3 +121,45 @@ def cache_warm(*, batch_size: int = BATCH, progress: Callable[[int], None] = lam
         current += len(results) - sum(results)
         progress(documents)
     return stored, current
+
+
+@dataclass(frozen=True)
+class CachedEntry:
+    """One cache entry of a document as an operator sees it: MongoDB's version beside Redis's."""
+
+    key: str
+    record_version: int  # 0 when MongoDB has no such document
+    cached: Entry | None  # None: not cached
+
+    @property
+    def state(self) -> str:
+        if self.cached is None:
+            return "not cached"
+        if self.cached.body is None:
+            return "tombstone"
+        return "cached"
+
+    @property
+    def current(self) -> bool:
+        return self.cached is not None and self.cached.version >= self.record_version
+
+
+def _record_entries(aggregate: str, doc_id: str) -> list[Entry]:
+    document_class, fields, state_of = SOURCES[aggregate]
+    oid = ObjectId(doc_id) if ObjectId.is_valid(doc_id) else None
+    raw = document_class._get_collection().find_one({"_id": oid}, dict.fromkeys(fields, 1)) if oid else None
+    return entries_for(aggregate, state_of(raw)) if raw else absent_entries(aggregate, doc_id)
+
+
+def cache_inspect(*, aggregate: str, doc_id: str) -> list[CachedEntry]:
+    """What the cache holds for one document, entry by entry, against its version in MongoDB."""
+    wanted = _record_entries(aggregate, doc_id)
+    cached = cache_get_many([entry.key for entry in wanted])
+    return [CachedEntry(want.key, want.version, have) for want, have in zip(wanted, cached, strict=True)]
+
+
+def cache_refresh(*, aggregate: str, doc_id: str) -> list[CachedEntry]:
+    """Rewrite one document's cache entries from MongoDB, through the fence (a newer entry stays),
+    and return what the cache holds afterwards."""
+    cache_put([entry for entry in _record_entries(aggregate, doc_id) if entry.version > 0], rewrite_same_version=True)
+    return cache_inspect(aggregate=aggregate, doc_id=doc_id)

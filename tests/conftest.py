@@ -74,9 +74,18 @@ class ConsumerProcess:
 
     def __init__(self, log_path: Path, *args: str):
         self.log_path = log_path
+        self.ready_file = log_path.with_suffix(".ready")
         self.log = open(log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), "run_consumer", "cache", *args],
+            [
+                sys.executable,
+                str(ROOT / "manage.py"),
+                "run_consumer",
+                "cache",
+                "--ready-file",
+                str(self.ready_file),
+                *args,
+            ],
             cwd=ROOT,
             env=process_env(),
             stdout=self.log,
@@ -85,6 +94,11 @@ class ConsumerProcess:
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Until the consumer has joined its group and holds partitions."""
+        eventually(lambda: self.ready_file.exists() or self.proc.poll() is not None, timeout=timeout)
+        assert self.proc.poll() is None, f"consumer exited {self.proc.returncode}:\n{self.output()}"
 
     def terminate(self, timeout: float = 30.0) -> int:
         self.proc.send_signal(signal.SIGTERM)

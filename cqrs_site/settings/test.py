@@ -6,3 +6,6 @@ The servers' addresses come from the environment, set by tests/servers.py before
 from .write import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# WhiteNoise serves the admin's files from the apps (no collectstatic in tests).
+STATIC_ROOT = None
+WHITENOISE_USE_FINDERS = True

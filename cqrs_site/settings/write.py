@@ -1,12 +1,15 @@
 """Write role: the write API (token auth) and the admin."""
 
+import os
+
 from .base import *  # noqa: F403
-from .base import INSTALLED_APPS
+from .base import BASE_DIR, INSTALLED_APPS, RUN_DIR, env_bool
 
 CQRS_ROLE = "write"
 ROOT_URLCONF = "cqrs_site.urls_write"
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # Django's admin, whose site also lists the MongoDB records (cqrs_site/admin/).
+    "cqrs_site.admin.apps.CqrsAdminConfig",
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
@@ -14,6 +17,8 @@ INSTALLED_APPS = [
 ]
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # The admin's CSS and JS, served by the write pool itself (no separate web server to run).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -24,7 +29,7 @@ MIDDLEWARE = [
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        "DIRS": [BASE_DIR / "cqrs_site" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -36,3 +41,8 @@ TEMPLATES = [
     }
 ]
 APPEND_SLASH = False
+
+# `make up` runs collectstatic into STATIC_ROOT, which WhiteNoise serves; tests set
+# WHITENOISE_USE_FINDERS to serve from the installed apps instead.
+STATIC_ROOT = os.environ.get("DJANGO_STATIC_ROOT", str(RUN_DIR / "static"))
+WHITENOISE_USE_FINDERS = env_bool("WHITENOISE_USE_FINDERS", False)
