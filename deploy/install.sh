@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-declare -A commands=([redis-server]=redis-server [haproxy]=haproxy [wrk]=wrk)
+declare -A commands=([redis-server]=redis-server [haproxy]=haproxy [wrk]=wrk [chromium]=chromium)
 missing=()
 for command in "${!commands[@]}"; do
   command -v "$command" >/dev/null 2>&1 || missing+=("${commands[$command]}")
