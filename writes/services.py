@@ -7,7 +7,6 @@ update itself produced (the counters after `$inc`), with no read-modify-write ra
 """
 
 from bson import ObjectId
-from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from cqrs_site.errors import Conflict, InvalidInput, NotFound
@@ -83,31 +82,33 @@ def _post_change(post_id: str, event_type: str, changes: dict, expected_version:
     match = {"_id": oid, "deleted": False}
     if expected_version is not None:
         match["version"] = expected_version
+    # The event's state is copied from the updated fields by the same atomic update ($field refs).
+    event = outbox_entry(event_type=event_type, aggregate=POST, state={f: f"${f}" for f in POST_FIELDS})
     pipeline = [
         {"$set": {**changes, "version": {"$add": ["$version", 1]}, "updated_at": "$$NOW"}},
-        {
-            "$set": {
-                "outbox": {
-                    "$concatArrays": [
-                        {"$ifNull": ["$outbox", []]},
-                        [outbox_entry(event_type=event_type, aggregate=POST, state={f: f"${f}" for f in POST_FIELDS})],
-                    ]
-                }
-            }
-        },
+        {"$set": {"outbox": {"$concatArrays": [{"$ifNull": ["$outbox", []]}, [event]]}}},
     ]
-    document = Post._get_collection().find_one_and_update(match, pipeline, return_document=ReturnDocument.AFTER)
-    if document is None:
-        current = Post._get_collection().find_one({"_id": oid, "deleted": False}, {"version": 1})
-        if current is None:
-            raise NotFound("No post has this id.")
-        raise Conflict(
-            f"The post changed since version {expected_version}; it is at version {current['version']}. "
-            "Reload it and apply your change again.",
-            fields={"version": [f"expected {expected_version}, found {current['version']}"]},
-        )
-    _publish(POST, document)
-    return post_state(document)
+    posts = Post._get_collection()
+    # update_one, then our own event read back by its id, rather than find_one_and_update:
+    # SecantusDB runs findAndModify as a scan of the collection (100 ms at 10,000 posts, against
+    # 1.5 ms for these two). The event holds exactly the state this update produced, whatever
+    # other writes did since, and stays in the outbox until this request publishes it.
+    if posts.update_one(match, pipeline).matched_count == 1:
+        stored = posts.find_one({"_id": oid}, {"outbox": {"$elemMatch": {"event_id": event["event_id"]}}})
+        entries = (stored or {}).get("outbox") or []
+        if entries:
+            outbox_publish(aggregate=POST, aggregate_id=oid, entries=entries)
+            return post_state(entries[0]["state"])
+        # Already published and marked by the relay (it would have to be seconds later).
+        return post_state(posts.find_one({"_id": oid}))
+    current = posts.find_one({"_id": oid, "deleted": False}, {"version": 1})
+    if current is None:
+        raise NotFound("No post has this id.")
+    raise Conflict(
+        f"The post changed since version {expected_version}; it is at version {current['version']}. "
+        "Reload it and apply your change again.",
+        fields={"version": [f"expected {expected_version}, found {current['version']}"]},
+    )
 
 
 def post_update(
