@@ -112,24 +112,35 @@ def outbox_publish(*, aggregate: str, aggregate_id, entries: list[dict], timeout
     if time.monotonic() < _broker_suspect_until:
         timeout = 0.0
     pending = {entry["event_id"] for entry in entries}
+    acked: list[str] = []
     all_acked = threading.Event()
     lock = threading.Lock()
+    waiting = True
+
+    def mark_sent(event_ids: list[str]) -> None:
+        try:
+            outbox_mark_sent(aggregate=aggregate, aggregate_id=aggregate_id, event_ids=event_ids)
+        except PyMongoError as exc:
+            # Still in the outbox: the relay sends them again, and consumers ignore the duplicate.
+            logger.warning("events %s sent but not marked: %s", event_ids, exc)
 
     def on_delivery(event_id: str, err, _msg) -> None:
+        # Runs on the producer's one poller thread, which serves every request of this process:
+        # it only hands the acknowledgement over. The request thread, still waiting, marks the
+        # event sent itself; only an event acknowledged after its write answered is marked here.
         global _broker_suspect_until
         if err is not None:
             logger.warning("event %s not delivered: %s", event_id, err)
             return
         _broker_suspect_until = 0.0
-        try:
-            outbox_mark_sent(aggregate=aggregate, aggregate_id=aggregate_id, event_ids=[event_id])
-        except PyMongoError as exc:
-            # Still in the outbox: the relay sends it again, and consumers ignore the duplicate.
-            logger.warning("event %s sent but not marked: %s", event_id, exc)
         with lock:
             pending.discard(event_id)
-            if not pending:
-                all_acked.set()
+            if waiting:
+                acked.append(event_id)
+                if not pending:
+                    all_acked.set()
+                return
+        mark_sent([event_id])
 
     try:
         publisher = _get_publisher()
@@ -144,8 +155,14 @@ def outbox_publish(*, aggregate: str, aggregate_id, entries: list[dict], timeout
             )
     except (KafkaException, BufferError) as exc:
         logger.warning("publishing %s %s deferred to the relay: %s", aggregate, aggregate_id, exc)
-        return False
-    if all_acked.wait(timeout):
+        timeout = -1.0  # those produced before the failure are still marked once acknowledged
+    delivered = timeout >= 0 and all_acked.wait(timeout)
+    with lock:
+        waiting = False
+        handed_over = list(acked)
+    if handed_over:
+        mark_sent(handed_over)
+    if delivered:
         return True
     if timeout > 0:
         logger.warning("broker did not acknowledge within %.1fs; writes stop waiting for it for a while", timeout)
