@@ -64,7 +64,7 @@ class ConsumerRunner:
         logger.info("consumer %s joined group %s on %s", self.spec.name, self.spec.group, self.spec.topic)
         try:
             while not self.stopping.is_set():
-                messages = self.consumer.consume(self.batch_size, settings.CONSUMER_POLL_TIMEOUT_SECONDS)
+                messages = self._next_batch()
                 if messages and not self._process(messages):
                     break
         finally:
@@ -76,6 +76,20 @@ class ConsumerRunner:
             logger.info(
                 "consumer %s stopped: %d applied, %d dead-lettered", self.spec.name, self.applied, self.dead_lettered
             )
+
+    def _next_batch(self) -> list:
+        """Whatever has arrived, up to the batch size, as soon as there is anything.
+
+        consume(n, timeout) waits for n messages or the whole timeout: at a low event rate every
+        event would wait out the timeout before it reached the cache. So: take what is there;
+        if nothing, wait for one message, then take what came with it."""
+        messages = self.consumer.consume(self.batch_size, 0)
+        if messages:
+            return messages
+        first = self.consumer.poll(settings.CONSUMER_POLL_TIMEOUT_SECONDS)
+        if first is None:
+            return []
+        return [first, *self.consumer.consume(self.batch_size - 1, 0)]
 
     def _process(self, messages) -> bool:
         """Apply one batch and commit it; False when stopped before the batch could be applied."""
