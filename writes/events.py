@@ -1,4 +1,4 @@
-"""Events: past-tense, state-carrying, versioned. Leaf module (stdlib and bson only).
+"""Events: past-tense, state-carrying, versioned. Leaf module (stdlib, bson and orjson only).
 
 An event carries the aggregate's full new state and its version, so applying one twice, or an
 older one after a newer one, changes nothing: consumers fence on the version.
@@ -7,10 +7,11 @@ The state functions here are also the API's representation of a document: the wr
 the read fallback and the consumer all build their JSON from them, so they cannot disagree.
 """
 
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+import orjson
 
 USER = "user"
 POST = "post"
@@ -131,7 +132,7 @@ class Event:
         )
 
     def encode(self) -> bytes:
-        return json.dumps(
+        return orjson.dumps(
             {
                 "event_id": self.event_id,
                 "type": self.type,
@@ -140,9 +141,8 @@ class Event:
                 "version": self.version,
                 "occurred_at": self.occurred_at,
                 "state": self.state,
-            },
-            separators=(",", ":"),
-        ).encode()
+            }
+        )
 
 
 class EventInvalid(ValueError):
@@ -151,8 +151,8 @@ class EventInvalid(ValueError):
 
 def event_decode(payload: bytes | None) -> Event:
     try:
-        data = json.loads(payload or b"")
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = orjson.loads(payload or b"")
+    except orjson.JSONDecodeError as exc:  # also invalid UTF-8
         raise EventInvalid(f"not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise EventInvalid("not a JSON object")
