@@ -2,8 +2,15 @@
 
 import os
 
+from django.conf import settings
 from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cqrs_site.settings.write")
 
 application = get_wsgi_application()
+
+if settings.CQRS_ROLE == "read":
+    from reads.fastpath import CacheHits
+
+    # Cache hits are answered below Django (reads/fastpath.py); everything else reaches it.
+    application = CacheHits(application)

@@ -1,0 +1,65 @@
+"""The read pool's hot path: a cache hit answered below Django.
+
+A GET of one user, post or post's likes whose entry is in Redis is answered here: one GET, the
+stored bytes, the same headers the Django view sends (ETag, X-Cache, 304 on If-None-Match). Every
+other request (a miss, a tombstone, an X-Min-Version the entry does not meet, an unreadable
+header, Redis down, any other path or method) goes to Django unchanged, which answers it exactly
+as before. Only the read role installs it (cqrs_site/wsgi.py).
+"""
+
+import re
+
+from redis.exceptions import RedisError
+
+from .cache import cache_client
+from .keys import post_key, post_likes_key, user_key
+
+HOT_PATH = re.compile(r"^/api/(?:(users)/([0-9a-fA-F]{24})|(posts)/([0-9a-fA-F]{24})(/likes)?)$")
+JSON = ("Content-Type", "application/json")
+
+
+def hot_key(path: str) -> str | None:
+    """The cache key a hot path reads, or None for any other path."""
+    match = HOT_PATH.match(path)
+    if match is None:
+        return None
+    if match.group(1):
+        return user_key(match.group(2))
+    return post_likes_key(match.group(4)) if match.group(5) else post_key(match.group(4))
+
+
+class CacheHits:
+    """WSGI middleware around Django's application (see the module's docstring)."""
+
+    def __init__(self, application) -> None:
+        self.application = application
+
+    def __call__(self, environ, start_response):
+        if environ.get("REQUEST_METHOD") == "GET":
+            key = hot_key(environ.get("PATH_INFO", ""))
+            if key is not None:
+                answer = self._hit(key, environ, start_response)
+                if answer is not None:
+                    return answer
+        return self.application(environ, start_response)
+
+    def _hit(self, key: str, environ, start_response):
+        minimum = environ.get("HTTP_X_MIN_VERSION")
+        if minimum is not None and not (minimum.isdigit() and len(minimum) <= 18):
+            return None  # Django explains the error
+        try:
+            raw = cache_client().get(key)
+        except RedisError:
+            return None  # Django serves it from MongoDB, marked degraded
+        if not raw:
+            return None
+        version, _, body = raw.partition(b":")
+        if not body or (minimum is not None and int(version) < int(minimum)):
+            return None
+        etag = f'"{version.decode()}"'
+        if environ.get("HTTP_IF_NONE_MATCH") == etag:
+            start_response("304 Not Modified", [("ETag", etag), ("X-Cache", "hit")])
+            return [b""]
+        headers = [JSON, ("Content-Length", str(len(body))), ("ETag", etag), ("X-Cache", "hit")]
+        start_response("200 OK", headers)
+        return [body]

@@ -1,0 +1,97 @@
+"""The read pool's WSGI fast path: a cache hit answered below Django, the same bytes and headers
+Django would send; everything else handed to Django untouched."""
+
+import io
+from wsgiref.util import setup_testing_defaults
+
+import pytest
+from django.core.wsgi import get_wsgi_application
+
+from reads.cache import cache_client
+from reads.fastpath import CacheHits
+from writes import services
+
+
+class Spy:
+    """Django's application, counting the requests that reach it."""
+
+    def __init__(self) -> None:
+        self.django, self.calls = get_wsgi_application(), 0
+
+    def __call__(self, environ, start_response):
+        self.calls += 1
+        return self.django(environ, start_response)
+
+
+def call(app, path: str, method: str = "GET", **headers) -> tuple[int, dict, bytes]:
+    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "wsgi.input": io.BytesIO(b"")}
+    environ.update({f"HTTP_{name.upper()}": value for name, value in headers.items()})
+    setup_testing_defaults(environ)
+    answer = {}
+
+    def start_response(status, response_headers, exc_info=None):
+        answer["status"], answer["headers"] = int(status.split()[0]), dict(response_headers)
+
+    body = b"".join(app(environ, start_response))
+    return answer["status"], answer["headers"], body
+
+
+@pytest.fixture
+def spy(db):
+    return Spy()
+
+
+@pytest.fixture
+def app(spy):
+    return CacheHits(spy)
+
+
+@pytest.fixture
+def post():
+    user = services.user_create(username="fast")
+    return services.post_create(user_id=user["id"], title="T", content="C")
+
+
+def test_a_hit_is_answered_below_django_with_djangos_bytes_and_headers(app, spy, post):
+    for path in (f"/api/posts/{post['id']}", f"/api/posts/{post['id']}/likes", f"/api/users/{post['user_id']}"):
+        cache_client().flushdb()
+        status, headers, body = call(app, path)  # a miss: Django fills the cache
+        assert (status, headers["X-Cache"], spy.calls) == (200, "miss", 1)
+        django = call(spy.django, path)
+        fast = call(app, path)
+        assert spy.calls == 1  # the hit never reached Django
+        assert fast[0] == django[0] == 200 and fast[2] == django[2] == body
+        for name in ("Content-Type", "ETag", "X-Cache"):
+            assert fast[1][name] == django[1][name], name
+        assert int(fast[1]["Content-Length"]) == len(body)
+        spy.calls = 0
+
+
+def test_if_none_match_on_a_hit_answers_304(app, spy, post):
+    path = f"/api/posts/{post['id']}"
+    call(app, path)
+    status, headers, body = call(app, path, If_None_Match='"1"')
+    assert (status, body, headers["ETag"], spy.calls) == (304, b"", '"1"', 1)
+    assert call(app, path, If_None_Match='"0"')[0] == 200
+
+
+def test_x_min_version_above_the_cached_entry_goes_to_django(app, spy, post):
+    path = f"/api/posts/{post['id']}"
+    call(app, path)  # cached at version 1
+    services.post_update(post_id=post["id"], title="T2")  # no consumer: the cache stays at 1
+    assert call(app, path, X_Min_Version="1")[1]["X-Cache"] == "hit" and spy.calls == 1
+    status, headers, body = call(app, path, X_Min_Version="2")
+    assert (status, headers["X-Cache"], spy.calls) == (200, "miss", 2) and b'"title":"T2"' in body
+    assert call(app, path, X_Min_Version="two")[0] == 400 and spy.calls == 3  # Django explains
+
+
+def test_tombstones_unknown_ids_and_other_requests_go_to_django(app, spy, post):
+    services.post_delete(post_id=post["id"])
+    path = f"/api/posts/{post['id']}"
+    assert call(app, path)[0] == 404 and call(app, path)[0] == 404  # the second reads the tombstone
+    assert spy.calls == 2
+    assert call(app, f"/api/posts/{'0' * 24}")[0] == 404
+    assert call(app, "/api/posts/not-an-id")[0] == 404
+    assert call(app, path, method="HEAD")[0] == 404
+    assert call(app, f"/api/users/{post['user_id']}/posts")[0] == 200
+    assert spy.calls == 6
