@@ -14,4 +14,5 @@ class WritesConfig(AppConfig):
             settings.MONGODB_URI,
             serverSelectionTimeoutMS=settings.MONGODB_TIMEOUT_MS,
             socketTimeoutMS=settings.MONGODB_SOCKET_TIMEOUT_MS,
+            maxPoolSize=settings.MONGODB_MAX_POOL_SIZE,
         )

@@ -62,6 +62,11 @@ MONGODB_URI = os.environ.get("MONGODB_URI", "mongodb://127.0.0.1:27018/cqrs")
 MONGODB_TIMEOUT_MS = int(os.environ.get("MONGODB_TIMEOUT_MS", "2000"))
 # A server that stops answering mid-request (hung, paused) fails the request after this long.
 MONGODB_SOCKET_TIMEOUT_MS = int(os.environ.get("MONGODB_SOCKET_TIMEOUT_MS", "10000"))
+# Connections per process. A gevent worker runs up to 1000 requests at once: without a cap, a
+# burst of cache misses opens a connection per concurrent miss (pymongo's default allows 100 per
+# process), and the server pays for every one of them afterwards. Waiting for a pooled
+# connection is cheaper.
+MONGODB_MAX_POOL_SIZE = int(os.environ.get("MONGODB_MAX_POOL_SIZE", "20"))
 
 # --- Redis: the read cache, rebuildable from MongoDB ------------------------------------------
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6380/0")
