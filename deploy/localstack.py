@@ -10,6 +10,7 @@ suite imports the same server starters.
 """
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -36,17 +37,40 @@ def env_int(name: str, default: int) -> int:
     return int(os.environ.get(name) or default)
 
 
-def free_port() -> int:
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A free port below the kernel's ephemeral range. A port from that range (what binding to
+    port 0 gives) can be taken, before our server binds it, as the source port of any outgoing
+    connection on the machine; below it, only a listener can take it."""
+    return free_port_block(1)
 
 
 def free_port_block(count: int) -> int:
-    """The first of `count` consecutive free ports (for a pool's instances)."""
-    for _ in range(200):
-        base = free_port()
-        if base + count < 65535 and not any(port_open(base + i) for i in range(count)):
+    """The first of `count` consecutive free ports (for a pool's instances), below the
+    ephemeral range; random, so concurrent callers rarely pick the same."""
+    low = 20000
+    high = min(_ephemeral_range()[0], 65535) - count
+    if high <= low:
+        low, high = 1024, high
+    for _ in range(500):
+        base = random.randrange(low, high)
+        if all(_bindable(base + i) and not port_open(base + i) for i in range(count)):
             return base
     raise RuntimeError(f"no {count} consecutive free ports found")
 
