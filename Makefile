@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PORT READ_INSTANCES WRITE_INSTANCES CONSUMERS
 
-.PHONY: install up down status logs test lint format
+.PHONY: install up down status logs test bench lint format
 
 install:
 	@bash deploy/install.sh
@@ -21,6 +21,10 @@ logs:
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Not part of `make test`: starts its own stack on free ports, loads it, writes bench/results/.
+bench: install
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 lint: install
 	$(PY) -m ruff check .

@@ -1,0 +1,138 @@
+"""The consumer scenario's three steps, each its own process (Django consumer settings):
+
+    python -m bench.backlog produce TOPIC N IDS_FILE   N PostReacted events over the posts in IDS_FILE
+    python -m bench.backlog raw TOPIC N                 a bare consumer reads them: the broker's rate
+    python -m bench.backlog apply TOPIC N [C]           C `manage.py run_consumer cache` (default 1) apply them
+
+`raw` and `apply` print one JSON line; both are timed from the partition assignment to the last
+event read (raw) or committed after its apply (run_consumer), with the same consumer settings.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import django
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cqrs_site.settings.consumer")
+django.setup()
+
+from bson import ObjectId  # noqa: E402
+from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+from writes.events import POST, POST_REACTED, Event, outbox_entry  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def produce(topic: str, count: int, ids_file: str) -> None:
+    """Versions 2, 3, … of every post in turn: each event is newer than what the cache holds, so
+    every one is a real apply through the fence."""
+    ids = Path(ids_file).read_text().split()
+    producer = Producer({**settings.KAFKA_PRODUCER_CONFIG, "linger.ms": 20, "batch.num.messages": 2000})
+    now = datetime.now(UTC)
+    author = ObjectId()
+    for n in range(count):
+        post_id, version = ids[n % len(ids)], 2 + n // len(ids)
+        state = {
+            "_id": ObjectId(post_id),
+            "user_id": author,
+            "title": f"Post {post_id}",
+            "content": "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 8,
+            "like_count": version - 1,
+            "dislike_count": 0,
+            "created_at": now,
+            "updated_at": now,
+            "version": version,
+            "deleted": False,
+        }
+        event = Event.from_outbox(outbox_entry(event_type=POST_REACTED, aggregate=POST, state=state))
+        while True:
+            try:
+                producer.produce(topic, key=post_id.encode(), value=event.encode())
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    left = producer.flush(60)
+    if left:
+        raise SystemExit(f"{left} events were not acknowledged")
+    print(json.dumps({"produced": count}))
+
+
+def raw(topic: str, count: int) -> None:
+    assigned_at: list[float] = []
+    consumer = Consumer(
+        {
+            **settings.KAFKA_CONSUMER_CONFIG,
+            "group.id": f"bench-raw-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([topic], on_assign=lambda c, parts: assigned_at.append(time.perf_counter()))
+    seen, last = 0, 0.0
+    deadline = time.monotonic() + 300
+    while seen < count and time.monotonic() < deadline:
+        for message in consumer.consume(500, 1.0):
+            if message.error() is None:
+                seen += 1
+                last = time.perf_counter()
+    consumer.close()
+    seconds = last - assigned_at[0]
+    print(json.dumps({"events": seen, "seconds": round(seconds, 3), "events_per_s": seen / seconds}))
+
+
+def apply(topic: str, count: int, consumers: str = "1") -> None:
+    """`consumers` run_consumer processes in one new group; timed from the first assignment."""
+    group = f"bench-apply-{uuid.uuid4().hex[:8]}"
+    folder = Path(tempfile.mkdtemp())
+    env = {**os.environ, "KAFKA_EVENTS_TOPIC": topic, "KAFKA_DEAD_LETTER_TOPIC": topic + ".dlq"}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "manage.py", "run_consumer", "cache", "--group", group, "--ready-file", str(ready)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for ready in (folder / f"consumer-{n}.ready" for n in range(int(consumers)))
+    ]
+    watcher = Consumer({**settings.KAFKA_CONSUMER_CONFIG, "group.id": group})
+    partitions = [TopicPartition(topic, p) for p in watcher.list_topics(topic, timeout=10).topics[topic].partitions]
+    try:
+        deadline = time.monotonic() + 300
+        while not any(folder.glob("*.ready")):
+            if any(p.poll() is not None for p in processes) or time.monotonic() > deadline:
+                raise SystemExit("run_consumer did not join its group")
+            time.sleep(0.005)
+        started = time.perf_counter()
+        committed = 0
+        while committed < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+            committed = sum(max(tp.offset, 0) for tp in watcher.committed(partitions, timeout=10))
+        seconds = time.perf_counter() - started
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            process.wait(30)
+        watcher.close()
+    rate = committed / seconds
+    print(
+        json.dumps(
+            {"consumers": len(processes), "events": committed, "seconds": round(seconds, 3), "events_per_s": rate}
+        )
+    )
+
+
+if __name__ == "__main__":
+    command, topic, count, *rest = sys.argv[1:]
+    {"produce": produce, "raw": raw, "apply": apply}[command](topic, int(count), *rest)

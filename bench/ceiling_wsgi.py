@@ -1,0 +1,34 @@
+"""The yardstick: a bare WSGI function (no framework) that answers GET /api/posts/{id} with one
+Redis GET of the same cache entry the read API serves, run under the read pool's gunicorn config
+and behind the same HAProxy config. Nothing real can be faster through this stack.
+
+    GUNICORN_BIND=127.0.0.1:9100 gunicorn -c deploy/gunicorn_read.py bench.ceiling_wsgi
+"""
+
+import os
+
+import redis
+
+PREFIX = os.environ.get("CQRS_CACHE_PREFIX", "cqrs")
+_client = None
+
+
+def _redis() -> redis.Redis:
+    global _client  # made on first use, after gunicorn forks
+    if _client is None:
+        _client = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6380/0"))
+    return _client
+
+
+def application(environ, start_response):
+    path = environ.get("PATH_INFO", "")
+    if path in ("/readyz", "/healthz"):
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", "2")])
+        return [b"{}"]
+    raw = _redis().get(f"{PREFIX}:post:{path.rpartition('/')[2]}") if path.startswith("/api/posts/") else None
+    body = raw.partition(b":")[2] if raw else b""
+    if not body:
+        start_response("404 Not Found", [("Content-Type", "application/json"), ("Content-Length", "2")])
+        return [b"{}"]
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
