@@ -18,6 +18,10 @@ preload_app = False
 accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-") or None
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}i)s'
 errorlog = "-"
+# gunicorn's control socket defaults to one path per user ($HOME/.gunicorn/gunicorn.ctl), which
+# every instance on a host would share; off unless given a path of its own.
+control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET") or "unused"
+control_socket_disable = not os.environ.get("GUNICORN_CONTROL_SOCKET")
 
 
 def post_worker_init(worker):
