@@ -228,3 +228,19 @@ def test_unknown_or_malformed_ids_are_404(staff):
     assert staff.get(f"{POSTS}{'0' * 24}/change/").status_code == 404
     assert staff.get(f"{POSTS}not-an-id/change/").status_code == 404
     assert staff.get(f"{USERS}nope/change/").status_code == 404
+
+
+def test_admin_writes_need_the_csrf_token(db, django_user_model, author):
+    from django.test import Client
+
+    post = services.post_create(user_id=author["id"], title="Guarded", content="C")
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(django_user_model.objects.create_user("strict", password="x", is_staff=True))
+    form = {"title": "Forged", "content": "C", "version": "1", "_save": "1"}
+    assert client.post(change_url(post), form).status_code == 403
+    assert client.post(f"{POSTS}{post['id']}/delete/", {"post": "yes"}).status_code == 403
+    assert (stored(post)["title"], stored(post)["deleted"]) == ("Guarded", False)
+    page = client.get(change_url(post)).content.decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    assert client.post(change_url(post), {**form, "csrfmiddlewaretoken": token}).status_code == 302
+    assert stored(post)["title"] == "Forged"
