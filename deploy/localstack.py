@@ -9,6 +9,7 @@ KAFKA_BOOTSTRAP_SERVERS, REDIS_URL) is used as it is and not started. Stdlib onl
 suite imports the same server starters.
 """
 
+import json
 import os
 import random
 import shutil
@@ -313,9 +314,24 @@ class Stack:
     read_port_base: int
     write_port_base: int
 
+    SHAPE = (
+        "port",
+        "stats_port",
+        "read_instances",
+        "write_instances",
+        "consumers",
+        "read_port_base",
+        "write_port_base",
+    )
+
     @classmethod
     def from_env(cls) -> "Stack":
+        """The stack as the environment describes it; once `up` has run, as `up` saved it, so
+        that `make status` and `make down` see every instance of `make up READ_INSTANCES=3`."""
         run_dir = Path(os.environ.get("CQRS_RUN_DIR", ROOT / ".run")).resolve()
+        saved = run_dir / "stack.json"
+        if saved.exists():
+            return cls(run_dir=run_dir, **json.loads(saved.read_text()))
         return cls(
             run_dir=run_dir,
             port=env_int("PORT", 8000),
@@ -326,6 +342,9 @@ class Stack:
             read_port_base=env_int("READ_PORT_BASE", 8101),
             write_port_base=env_int("WRITE_PORT_BASE", 8201),
         )
+
+    def save_shape(self) -> None:
+        (self.run_dir / "stack.json").write_text(json.dumps({name: getattr(self, name) for name in self.SHAPE}))
 
     def app_env(self, servers_env: dict) -> dict:
         return {**servers_env, "CQRS_RUN_DIR": str(self.run_dir), "PYTHONUNBUFFERED": "1"}
@@ -425,6 +444,7 @@ class Stack:
         if port_open(self.port):
             raise SystemExit(f"port {self.port} is in use; set PORT to another")
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.save_shape()
         try:
             servers_env, _ = servers_start(self.run_dir)
             (self.run_dir / "servers.env").write_text("".join(f"{k}={v}\n" for k, v in servers_env.items()))
@@ -452,10 +472,17 @@ class Stack:
 
     def down(self, quiet: bool = False) -> None:
         # Front to back: stop taking requests, drain the pools and consumers, then the servers.
-        for process in reversed(self.all_processes()):
+        known = self.all_processes()
+        for process in reversed(known):
             if process.stop() and not quiet:
                 print(f"stopped {process.name}")
+        # Anything else with a PID file here (a stack of another shape, an extra process).
+        names = {process.name for process in known}
+        for pid_file in sorted((self.run_dir / "pids").glob("*.pid")):
+            if pid_file.stem not in names and Process(pid_file.stem, [], self.run_dir).stop() and not quiet:
+                print(f"stopped {pid_file.stem}")
         (self.run_dir / "servers.env").unlink(missing_ok=True)
+        (self.run_dir / "stack.json").unlink(missing_ok=True)
 
     def status(self) -> int:
         down = 0
@@ -502,7 +529,10 @@ def main(argv: list[str]) -> int:
     stack = Stack.from_env()
     command = argv[1] if len(argv) > 1 else "status"
     if command == "up":
-        stack.up()
+        if any(p.pid() for p in stack.all_processes()):  # the shape saved by the last `up`
+            raise SystemExit(f"the stack is already running under {stack.run_dir}; `make down` first")
+        (stack.run_dir / "stack.json").unlink(missing_ok=True)  # left by an `up` that never came down
+        Stack.from_env().up()
     elif command == "down":
         stack.down()
     elif command == "status":

@@ -4,13 +4,15 @@ HAProxy, as real processes. Instances die, restart and roll, and no request may 
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 import requests
 
-from tests.stackctl import stack_start, stack_stop
+from tests.stackctl import ROOT, stack_start, stack_stop
 
 pytestmark = pytest.mark.e2e
 
@@ -129,6 +131,15 @@ def test_a_rolling_restart_of_the_read_pool_under_load_costs_no_request(scaled):
             wait_for(lambda name=name: scaled.haproxy_states("read_pool")[name] == "UP", 10, f"{name} back")
     failures = [code for code in reads.codes if code != 200]
     assert not failures, failures[:5]
+
+
+def test_status_and_down_see_the_shape_up_was_given_without_being_told_again(scaled):
+    env = {k: v for k, v in scaled.env.items() if k not in ("READ_INSTANCES", "CONSUMERS", "READ_PORT_BASE")}
+    status = subprocess.run(
+        [sys.executable, "-m", "deploy.localstack", "status"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert status.returncode == 0, status.stdout
+    assert "read-3" in status.stdout and "NOT" not in status.stdout, status.stdout
 
 
 def assignments(stack) -> dict[str, list[int]]:
