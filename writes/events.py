@@ -21,10 +21,15 @@ POST_CREATED = "PostCreated"
 POST_UPDATED = "PostUpdated"
 POST_REACTED = "PostReacted"
 POST_DELETED = "PostDeleted"
+# An operator re-published the document's current state (manage.py replay_events), e.g. after
+# the broker lost events. Not a change: the version is the one the document already has.
+USER_REPLAYED = "UserReplayed"
+POST_REPLAYED = "PostReplayed"
+REPLAYED = {USER: USER_REPLAYED, POST: POST_REPLAYED}
 
 EVENT_TYPES = {
-    USER: {USER_CREATED},
-    POST: {POST_CREATED, POST_UPDATED, POST_REACTED, POST_DELETED},
+    USER: {USER_CREATED, USER_REPLAYED},
+    POST: {POST_CREATED, POST_UPDATED, POST_REACTED, POST_DELETED, POST_REPLAYED},
 }
 
 # The document fields an event's state is built from (a MongoDB projection, and the fields a

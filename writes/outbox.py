@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -19,12 +20,13 @@ from confluent_kafka import KafkaException, Producer
 from django.conf import settings
 from pymongo.errors import PyMongoError
 
-from .documents import Post, User
-from .events import POST, USER, Event, utc_now
+from .documents import Post, User, object_id
+from .events import POST, POST_FIELDS, REPLAYED, USER, USER_FIELDS, Event, outbox_entry, utc_now
 
 logger = logging.getLogger(__name__)
 
 DOCUMENTS = {USER: User, POST: Post}
+STATE_FIELDS = {USER: USER_FIELDS, POST: POST_FIELDS}
 
 
 class _Publisher:
@@ -168,6 +170,70 @@ def outbox_publish(*, aggregate: str, aggregate_id, entries: list[dict], timeout
         logger.warning("broker did not acknowledge within %.1fs; writes stop waiting for it for a while", timeout)
         _broker_suspect_until = time.monotonic() + settings.KAFKA_SUSPECT_SECONDS
     return False
+
+
+@dataclass
+class Replay:
+    published: int = 0
+    failed: int = 0
+    missing: list[str] | None = None  # requested ids with no document
+
+
+def events_replay(
+    *, aggregate: str, ids: list[str] | None = None, progress: Callable[[int], None] = lambda n: None
+) -> Replay:
+    """Publish the current state of the chosen documents (all of them without `ids`) as
+    UserReplayed/PostReplayed events, waiting for the broker to acknowledge every one.
+
+    For recovery after the broker lost events: consumers apply each through the version fence,
+    so a replay never moves a cache backwards, and replaying twice changes nothing."""
+    document_class, fields = DOCUMENTS[aggregate], STATE_FIELDS[aggregate]
+    query: dict = {}
+    done = Replay(missing=[])
+    if ids is not None:
+        query = {"_id": {"$in": [oid for oid in map(object_id, ids) if oid is not None]}}
+    producer = _get_publisher().producer
+    lock, outstanding, all_done = threading.Lock(), [0], threading.Event()
+
+    def on_delivery(err, _msg) -> None:
+        with lock:
+            if err is None:
+                done.published += 1
+            else:
+                done.failed += 1
+                logger.warning("replayed event not delivered: %s", err)
+            outstanding[0] -= 1
+            if outstanding[0] == 0:
+                all_done.set()
+
+    found = set()
+    for document in document_class._get_collection().find(query, dict.fromkeys(fields, 1)):
+        found.add(str(document["_id"]))
+        event = Event.from_outbox(outbox_entry(event_type=REPLAYED[aggregate], aggregate=aggregate, state=document))
+        with lock:
+            outstanding[0] += 1
+            all_done.clear()
+        while True:
+            try:
+                producer.produce(
+                    settings.KAFKA_EVENTS_TOPIC,
+                    key=event.aggregate_id.encode(),
+                    value=event.encode(),
+                    headers=[("event_id", event.event_id.encode()), ("type", event.type.encode())],
+                    on_delivery=on_delivery,
+                )
+                break
+            except BufferError:  # the producer's queue is full: let the broker catch up
+                time.sleep(0.05)
+        progress(1)
+    if ids is not None:
+        done.missing = [doc_id for doc_id in ids if str(object_id(doc_id)) not in found]
+    with lock:
+        nothing_pending = outstanding[0] == 0
+    if not nothing_pending and not all_done.wait(settings.KAFKA_PRODUCER_CONFIG["message.timeout.ms"] / 1000 + 5):
+        with lock:
+            done.failed += outstanding[0]
+    return done
 
 
 @dataclass
