@@ -1,0 +1,13 @@
+from django.core.management.base import BaseCommand
+from rest_framework.authtoken.models import Token
+
+
+class Command(BaseCommand):
+    help = "List the API tokens: the client's name, when the token was issued, and its first 8 characters."
+
+    def handle(self, *args, **options):
+        tokens = Token.objects.select_related("user").order_by("user__username")
+        for token in tokens:
+            self.stdout.write(f"{token.user.username}\t{token.created:%Y-%m-%d %H:%M:%S}Z\t{token.key[:8]}…")
+        if not tokens:
+            self.stdout.write("no API tokens")
