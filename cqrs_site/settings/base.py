@@ -23,9 +23,35 @@ def env_list(name: str, default: str) -> list[str]:
 
 CQRS_ROLE = "write"
 
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "dev-insecure-change-me")
+DEVELOPMENT_SECRET_KEY = "dev-insecure-change-me"
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", DEVELOPMENT_SECRET_KEY)
 DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
+
+# DJANGO_ENV=production: refuse to start with settings that are only fit for a laptop, and
+# require HTTPS for the admin's cookies (TLS ends in front of HAProxy or at it).
+DJANGO_ENV = os.environ.get("DJANGO_ENV", "development")
+if DJANGO_ENV == "production":
+    unsafe = [
+        problem
+        for problem, found in (
+            ("DJANGO_DEBUG is on", DEBUG),
+            (
+                "DJANGO_SECRET_KEY is missing, the development default, or shorter than 32 characters",
+                SECRET_KEY == DEVELOPMENT_SECRET_KEY or len(SECRET_KEY) < 32,
+            ),
+            ("DJANGO_ALLOWED_HOSTS is empty", not ALLOWED_HOSTS),
+        )
+        if found
+    ]
+    if unsafe:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured("DJANGO_ENV=production refuses to start: " + "; ".join(unsafe) + ".")
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
 
 INSTALLED_APPS = [
     "django.contrib.contenttypes",

@@ -78,6 +78,7 @@ def test_reads_go_to_the_read_pool_writes_and_the_admin_to_the_write_pool(scaled
     assert admin.headers["X-Served-By"] == "write-pool" and admin.status_code in (200, 302)
     answer = scaled.reader.get(f"{scaled.url}/api/posts/{post}", headers={"X-Request-ID": "trace-me"})
     assert answer.headers["X-Request-ID"] == "trace-me"
+    assert (answer.headers["X-Content-Type-Options"], answer.headers["Referrer-Policy"]) == ("nosniff", "same-origin")
     assert re.fullmatch(r"[0-9a-f-]{36}", scaled.reader.get(f"{scaled.url}/api/posts/{post}").headers["X-Request-ID"])
     assert set(scaled.haproxy_states("read_pool")) == {"read-1", "read-2", "read-3"}
 
