@@ -50,6 +50,12 @@ class Conflict(ApiError):
     code = "conflict"
 
 
+class PayloadTooLarge(ApiError):
+    status_code = 413
+    code = "too_large"
+    default_message = "The request body is too large."
+
+
 class Unavailable(ApiError):
     """A dependency the request needs is down; retrying later is safe."""
 

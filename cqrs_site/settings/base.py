@@ -160,7 +160,7 @@ CONSUMER_POLL_TIMEOUT_SECONDS = float(os.environ.get("CONSUMER_POLL_TIMEOUT_SECO
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["writes.parsers.JSONObjectParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "writes.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
