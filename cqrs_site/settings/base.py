@@ -161,10 +161,13 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["writes.parsers.JSONObjectParser"],
+    "DEFAULT_THROTTLE_CLASSES": ["writes.throttles.WritesPerMinute"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "writes.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
+# Writes per API token per minute (0: no limit); more answer 429 with Retry-After.
+CQRS_WRITES_PER_MINUTE = int(os.environ.get("CQRS_WRITES_PER_MINUTE", "6000"))
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("CQRS_MAX_BODY_BYTES", str(64 * 1024)))
 
 LOGGING = {
