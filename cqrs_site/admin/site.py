@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from urllib.parse import urlencode
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin import AdminSite
 from django.contrib.admin.models import CHANGE, DELETION, LogEntry
@@ -27,6 +28,7 @@ from django.shortcuts import render
 from django.urls import path, reverse
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
+from django_redis import get_redis_connection
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
@@ -535,6 +537,12 @@ class MongoAdmin:
             pass  # the history is a convenience; the record's own version and events are the audit trail
 
 
+def _client_address(request) -> str:
+    """The client's address: the last X-Forwarded-For entry is the one HAProxy added."""
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    return forwarded.rsplit(",", 1)[-1].strip() or request.META.get("REMOTE_ADDR", "unknown")
+
+
 def _int_or_none(value: str | None) -> int | None:
     try:
         return int(value) if value is not None else None
@@ -595,6 +603,38 @@ class MongoAdminSite(AdminSite):
             "has_module_perms": True,
             "models": sorted(models, key=lambda model: model["name"]),
         }
+
+    def login(self, request, extra_context=None):
+        """Django's login page, with failed attempts per client address limited in Redis: after
+        ADMIN_LOGIN_FAILURES_LIMIT failures within ADMIN_LOGIN_WINDOW_SECONDS, 429 until the
+        window ends (even with the right password). Not limited while Redis is down."""
+        if request.method != "POST":
+            return super().login(request, extra_context)
+        key = f"{settings.CQRS_CACHE_PREFIX}:admin-login-failures:{_client_address(request)}"
+        client = get_redis_connection("default")
+        try:
+            failures, wait = int(client.get(key) or 0), client.ttl(key)
+        except RedisError:
+            failures, wait = 0, 0
+        if failures >= settings.ADMIN_LOGIN_FAILURES_LIMIT:
+            response = HttpResponse(
+                "Too many failed logins from this address; try again later.",
+                status=429,
+                content_type="text/plain; charset=utf-8",
+            )
+            response["Retry-After"] = str(max(wait, 1))
+            return response
+        response = super().login(request, extra_context)
+        failed = response.status_code == 200  # the form again: wrong credentials
+        try:
+            if failed:
+                if client.incr(key) == 1:  # the window starts with the first failure
+                    client.expire(key, settings.ADMIN_LOGIN_WINDOW_SECONDS)
+            else:
+                client.delete(key)
+        except RedisError:
+            pass
+        return response
 
     def mongo_index(self, request):
         return self.app_index(request, APP_LABEL)

@@ -46,3 +46,7 @@ APPEND_SLASH = False
 # WHITENOISE_USE_FINDERS to serve from the installed apps instead.
 STATIC_ROOT = os.environ.get("DJANGO_STATIC_ROOT", str(RUN_DIR / "static"))
 WHITENOISE_USE_FINDERS = env_bool("WHITENOISE_USE_FINDERS", False)
+
+# Failed admin logins per client address (Redis-counted); then 429 until the window ends.
+ADMIN_LOGIN_FAILURES_LIMIT = int(os.environ.get("ADMIN_LOGIN_FAILURES_LIMIT", "10"))
+ADMIN_LOGIN_WINDOW_SECONDS = int(os.environ.get("ADMIN_LOGIN_WINDOW_SECONDS", "900"))

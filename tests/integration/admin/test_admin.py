@@ -244,3 +244,16 @@ def test_admin_writes_need_the_csrf_token(db, django_user_model, author):
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
     assert client.post(change_url(post), {**form, "csrfmiddlewaretoken": token}).status_code == 302
     assert stored(post)["title"] == "Forged"
+
+
+def test_failed_logins_are_limited_per_client_address(db, client, django_user_model, settings):
+    settings.ADMIN_LOGIN_FAILURES_LIMIT = 3
+    django_user_model.objects.create_user("guarded", password="right-password-1", is_staff=True)
+    wrong = {"username": "guarded", "password": "wrong", "next": "/admin/"}
+    attacker = {"HTTP_X_FORWARDED_FOR": "203.0.113.7"}
+    assert [client.post("/admin/login/", wrong, **attacker).status_code for _ in range(3)] == [200] * 3
+    blocked = client.post("/admin/login/", {**wrong, "password": "right-password-1"}, **attacker)
+    assert blocked.status_code == 429 and 1 <= int(blocked["Retry-After"]) <= settings.ADMIN_LOGIN_WINDOW_SECONDS
+    assert "_auth_user_id" not in client.session
+    other = client.post("/admin/login/", {**wrong, "password": "right-password-1"}, HTTP_X_FORWARDED_FOR="198.51.100.2")
+    assert other.status_code == 302 and client.session["_auth_user_id"]
