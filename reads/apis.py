@@ -32,18 +32,27 @@ def read_api(view):
     return wrapper
 
 
+def is_version(raw: str) -> bool:
+    """Whether a header value can be a version (X-Min-Version): a non-negative 64-bit integer."""
+    return raw.isdigit() and len(raw) <= 18
+
+
+def etag_for(version: int) -> str:
+    return f'"{version}"'
+
+
 def min_version(request) -> int:
     """X-Min-Version: the client wants at least this version (read-your-writes)."""
     raw = request.headers.get("X-Min-Version")
     if raw is None:
         return 0
-    if not raw.isdigit() or len(raw) > 18:
+    if not is_version(raw):
         raise InvalidInput("X-Min-Version must be a non-negative integer, such as a write's `version`.")
     return int(raw)
 
 
 def found_response(request, found: selectors.Found) -> HttpResponse:
-    etag = f'"{found.version}"'
+    etag = etag_for(found.version)
     if request.headers.get("If-None-Match") == etag:
         response = HttpResponse(status=304)
     else:

@@ -7,6 +7,7 @@ consumer's newer value, a redelivered or reordered event is a no-op, and a tombs
 late fill of the document it buried. Fill and consumer both write through `cache_put`.
 """
 
+import os
 import random
 import time
 from collections.abc import Iterable
@@ -40,11 +41,19 @@ return 1
 ABSENT_TTL_MS = 30_000
 
 _fence = None
+_client = None
+_client_pid = 0
 
 
 def cache_client():
-    """The process's Redis client (django-redis keeps one connection pool per process)."""
-    return get_redis_connection("default")
+    """The process's Redis client, over django-redis's connection pool; made once per process
+    (after gunicorn forks). get_redis_connection() looks the cache backend up in Django's
+    per-thread (under gevent, per-greenlet) cache handler, building a backend object per
+    request: too much for the hit path."""
+    global _client, _client_pid
+    if _client is None or _client_pid != os.getpid():
+        _client, _client_pid = get_redis_connection("default"), os.getpid()
+    return _client
 
 
 def _fence_script():

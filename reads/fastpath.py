@@ -11,6 +11,7 @@ import re
 
 from redis.exceptions import RedisError
 
+from .apis import etag_for, is_version
 from .cache import cache_client
 from .keys import post_key, post_likes_key, user_key
 
@@ -45,7 +46,7 @@ class CacheHits:
 
     def _hit(self, key: str, environ, start_response):
         minimum = environ.get("HTTP_X_MIN_VERSION")
-        if minimum is not None and not (minimum.isdigit() and len(minimum) <= 18):
+        if minimum is not None and not is_version(minimum):
             return None  # Django explains the error
         try:
             raw = cache_client().get(key)
@@ -53,10 +54,11 @@ class CacheHits:
             return None  # Django serves it from MongoDB, marked degraded
         if not raw:
             return None
-        version, _, body = raw.partition(b":")
-        if not body or (minimum is not None and int(version) < int(minimum)):
+        stored, _, body = raw.partition(b":")
+        version = int(stored)
+        if not body or (minimum is not None and version < int(minimum)):
             return None
-        etag = f'"{version.decode()}"'
+        etag = etag_for(version)
         if environ.get("HTTP_IF_NONE_MATCH") == etag:
             start_response("304 Not Modified", [("ETag", etag), ("X-Cache", "hit")])
             return [b""]
