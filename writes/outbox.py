@@ -95,6 +95,17 @@ def broker_reachable(*, timeout: float) -> bool:
         return False
 
 
+def _produce(producer: Producer, event: Event, on_delivery) -> None:
+    """Queue one event on the events topic, keyed by its aggregate (one partition per document)."""
+    producer.produce(
+        settings.KAFKA_EVENTS_TOPIC,
+        key=event.aggregate_id.encode(),
+        value=event.encode(),
+        headers=[("event_id", event.event_id.encode()), ("type", event.type.encode())],
+        on_delivery=on_delivery,
+    )
+
+
 def outbox_mark_sent(*, aggregate: str, aggregate_id, event_ids: list[str]) -> None:
     """Remove acknowledged events from the document's outbox."""
     DOCUMENTS[aggregate]._get_collection().update_one(
@@ -148,13 +159,7 @@ def outbox_publish(*, aggregate: str, aggregate_id, entries: list[dict], timeout
         publisher = _get_publisher()
         for entry in entries:
             event = Event.from_outbox(entry)
-            publisher.producer.produce(
-                settings.KAFKA_EVENTS_TOPIC,
-                key=event.aggregate_id.encode(),
-                value=event.encode(),
-                headers=[("event_id", event.event_id.encode()), ("type", event.type.encode())],
-                on_delivery=functools.partial(on_delivery, event.event_id),
-            )
+            _produce(publisher.producer, event, functools.partial(on_delivery, event.event_id))
     except (KafkaException, BufferError) as exc:
         logger.warning("publishing %s %s deferred to the relay: %s", aggregate, aggregate_id, exc)
         timeout = -1.0  # those produced before the failure are still marked once acknowledged
@@ -215,13 +220,7 @@ def events_replay(
             all_done.clear()
         while True:
             try:
-                producer.produce(
-                    settings.KAFKA_EVENTS_TOPIC,
-                    key=event.aggregate_id.encode(),
-                    value=event.encode(),
-                    headers=[("event_id", event.event_id.encode()), ("type", event.type.encode())],
-                    on_delivery=on_delivery,
-                )
+                _produce(producer, event, on_delivery)
                 break
             except BufferError:  # the producer's queue is full: let the broker catch up
                 time.sleep(0.05)

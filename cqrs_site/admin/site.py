@@ -432,14 +432,12 @@ class MongoAdmin:
         except NotFound:
             messages.error(request, f"This {self.verbose_name} was deleted meanwhile.")
             return HttpResponseRedirect(reverse(self.url_name("changelist")))
-        self._log(request, doc_id, state, CHANGE, [{"changed": {"fields": sorted(changed)}}])
+        title = self.title_of({**raw, **changed})
+        self._log(request, doc_id, title, CHANGE, [{"changed": {"fields": sorted(changed)}}])
         messages.success(
             request,
             format_html(
-                "The {} “{}” was changed successfully (version {}).",
-                self.verbose_name,
-                self.title_of(state_raw(state)),
-                state["version"],
+                "The {} “{}” was changed successfully (version {}).", self.verbose_name, title, state["version"]
             ),
         )
         if "_continue" in request.POST:
@@ -452,14 +450,14 @@ class MongoAdmin:
             raise Http404(f"This {self.verbose_name} cannot be deleted.")
         if request.method == "POST":
             try:
-                state = self.delete(doc_id, _int_or_none(request.POST.get("version")))
+                self.delete(doc_id, _int_or_none(request.POST.get("version")))
             except Conflict as exc:
                 messages.error(request, exc.message)
                 return HttpResponseRedirect(reverse(self.url_name("change"), args=[doc_id]))
             except NotFound:
                 messages.info(request, f"This {self.verbose_name} was already deleted.")
                 return HttpResponseRedirect(reverse(self.url_name("changelist")))
-            self._log(request, doc_id, {**state, "title": self.title_of(raw)}, DELETION, [])
+            self._log(request, doc_id, self.title_of(raw), DELETION, [])
             messages.success(
                 request, format_html("The {} “{}” was deleted successfully.", self.verbose_name, self.title_of(raw))
             )
@@ -482,11 +480,11 @@ class MongoAdmin:
             deleted = 0
             for raw in records:
                 try:
-                    state = self.delete(str(raw["_id"]), None)
+                    self.delete(str(raw["_id"]), None)
                 except NotFound:
                     continue  # deleted meanwhile: nothing to do
                 deleted += 1
-                self._log(request, str(raw["_id"]), {**state, "title": self.title_of(raw)}, DELETION, [])
+                self._log(request, str(raw["_id"]), self.title_of(raw), DELETION, [])
             noun = self.verbose_name if deleted == 1 else self.verbose_name_plural
             messages.success(request, f"Successfully deleted {deleted} {noun}.")
             return HttpResponseRedirect(request.get_full_path())
@@ -522,14 +520,14 @@ class MongoAdmin:
         except RedisError as exc:
             return {"entries": [], "error": f"Redis did not answer: {exc}"}
 
-    def _log(self, request, doc_id: str, state: dict, action: int, change: list) -> None:
+    def _log(self, request, doc_id: str, title: str, action: int, change: list) -> None:
         """Record the action in the admin's history ("Recent actions"); the write itself is done."""
         try:
             LogEntry.objects.create(
                 user_id=request.user.pk,
                 content_type=None,
                 object_id=doc_id,
-                object_repr=f"{self.verbose_name.capitalize()}: {self.title_of(state_raw(state))}"[:200],
+                object_repr=f"{self.verbose_name.capitalize()}: {title}"[:200],
                 action_flag=action,
                 change_message=json.dumps(change),
             )
@@ -548,11 +546,6 @@ def _int_or_none(value: str | None) -> int | None:
         return int(value) if value is not None else None
     except ValueError:
         return None
-
-
-def state_raw(state: dict) -> dict:
-    """A write service's answer (API shape, `id`) in the raw shape title_of reads (`_id`)."""
-    return {**state, "_id": state.get("id")}
 
 
 class MongoAdminSite(AdminSite):
