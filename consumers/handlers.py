@@ -1,9 +1,15 @@
 """Event handlers. Each has two steps: `decode` (pure; a failure is a poison message) and
 `apply` (talks to a server; a failure is retried and the offsets wait)."""
 
+import time
+from datetime import datetime
+
+from cqrs_site.metrics import WRITE_TO_APPLY_SECONDS
 from reads.cache import cache_put
 from reads.projections import Entry, entries_for
-from writes.events import Event, event_decode
+from writes.events import REPLAYED, Event, event_decode
+
+REPLAY_TYPES = frozenset(REPLAYED.values())
 
 
 class CacheProjection:
@@ -22,4 +28,10 @@ class CacheProjection:
                 if held is None or entry.version > held.version:
                     newest[entry.key] = entry
         if newest:
-            cache_put(newest.values())
+            cache_put(newest.values(), writer="consumer")
+        applied_at = time.time()
+        for event, _entries in items:
+            # A replay's occurred_at is when the operator ran it, not a write's commit.
+            if event.type not in REPLAY_TYPES:
+                committed_at = datetime.fromisoformat(event.occurred_at).timestamp()
+                WRITE_TO_APPLY_SECONDS.observe(max(applied_at - committed_at, 0.0))

@@ -10,6 +10,9 @@
 - `stop()` (SIGTERM, SIGINT) lets the current batch finish, commits, and leaves the group.
 - `ready_file`, when given, exists from the first partition assignment (the group has taken this
   member in) until the consumer stops: what a launcher or a readiness probe waits for.
+- Each applied event gets a log line with its id, type and the request id of the write that
+  made it (from the message's headers); metrics count them, the dead letters, and the lag per
+  partition (from librdkafka's statistics).
 """
 
 import logging
@@ -17,10 +20,20 @@ import os
 import socket
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
+import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from django.conf import settings
+
+from cqrs_site.metrics import (
+    CONSUMER_APPLY_FAILURES,
+    CONSUMER_DEAD_LETTERED,
+    CONSUMER_EVENTS_APPLIED,
+    CONSUMER_LAG,
+    serve_metrics,
+)
 
 from .registry import ConsumerSpec
 
@@ -39,8 +52,11 @@ class ConsumerRunner:
         batch_size: int | None = None,
         from_beginning: bool = False,
         ready_file: Path | None = None,
+        metrics_port: int = 0,
     ):
         self.spec = spec
+        self.metrics_port = metrics_port
+        self._lag_series: set[tuple[str, str]] = set()
         self.ready_file = ready_file
         self.batch_size = batch_size or settings.CONSUMER_BATCH_SIZE
         self.from_beginning = from_beginning
@@ -53,6 +69,9 @@ class ConsumerRunner:
                 **settings.KAFKA_CONSUMER_CONFIG,
                 "group.id": spec.group,
                 "client.id": f"{spec.name}-{socket.gethostname()}-{os.getpid()}",
+                # Its statistics carry each partition's lag (cqrs_consumer_lag_messages).
+                "statistics.interval.ms": settings.CONSUMER_STATS_INTERVAL_MS,
+                "stats_cb": self._on_stats,
             }
         )
 
@@ -60,6 +79,7 @@ class ConsumerRunner:
         self.stopping.set()
 
     def run(self) -> None:
+        serve_metrics(self.metrics_port)
         self.consumer.subscribe([self.spec.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         logger.info("consumer %s joined group %s on %s", self.spec.name, self.spec.group, self.spec.topic)
         try:
@@ -93,7 +113,7 @@ class ConsumerRunner:
 
     def _process(self, messages) -> bool:
         """Apply one batch and commit it; False when stopped before the batch could be applied."""
-        items, done = [], []
+        items, done, decoded = [], [], []
         for message in messages:
             error = message.error()
             if error is not None:
@@ -103,6 +123,7 @@ class ConsumerRunner:
             done.append(message)
             try:
                 items.append(self.spec.handler.decode(message.value()))
+                decoded.append(message)
             except POISON as exc:
                 if not self._dead_letter(message, exc):
                     return False
@@ -110,7 +131,46 @@ class ConsumerRunner:
             return False
         self.applied += len(items)
         self._commit(done)
+        self._applied(decoded)
         return True
+
+    def _applied(self, messages) -> None:
+        """Count and log the messages just applied and committed."""
+        by_type: Counter = Counter()
+        log = settings.CONSUMER_LOG_EVENTS and logger.isEnabledFor(logging.INFO)
+        for message in messages:
+            headers = dict(message.headers() or ())
+            kind = headers.get("type", b"unknown").decode(errors="replace")
+            by_type[kind] += 1
+            if log:
+                logger.info(
+                    "event applied",
+                    extra={
+                        "event_id": headers.get("event_id", b"").decode(errors="replace"),
+                        "event_type": kind,
+                        "request_id": headers.get("request_id", b"").decode(errors="replace") or None,
+                        "key": (message.key() or b"").decode(errors="replace"),
+                        "partition": message.partition(),
+                        "offset": message.offset(),
+                    },
+                )
+        for kind, count in by_type.items():
+            CONSUMER_EVENTS_APPLIED.labels(self.spec.name, kind).inc(count)
+
+    def _on_stats(self, raw: str) -> None:
+        """librdkafka's statistics (every CONSUMER_STATS_INTERVAL_MS, on the consuming thread):
+        the lag of each partition this member holds; series of partitions it lost are removed."""
+        held = set()
+        for topic, data in orjson.loads(raw).get("topics", {}).items():
+            for partition, stats in data.get("partitions", {}).items():
+                lag = stats.get("consumer_lag", -1)
+                if partition == "-1" or lag < 0 or stats.get("fetch_state") in (None, "none", "stopped"):
+                    continue
+                held.add((topic, partition))
+                CONSUMER_LAG.labels(self.spec.name, topic, partition).set(lag)
+        for topic, partition in self._lag_series - held:
+            CONSUMER_LAG.remove(self.spec.name, topic, partition)
+        self._lag_series = held
 
     def _apply(self, items) -> bool:
         backoff = 0.1
@@ -119,6 +179,7 @@ class ConsumerRunner:
                 self.spec.handler.apply(items)
                 return True
             except Exception as exc:  # a server is down: keep the offsets, retry the batch
+                CONSUMER_APPLY_FAILURES.labels(self.spec.name).inc()
                 logger.error("applying %d events failed, retrying in %.1fs: %s", len(items), backoff, exc)
                 if self.stopping.wait(backoff):
                     return False
@@ -182,4 +243,5 @@ class ConsumerRunner:
             logger.error("dead-letter publish failed (%s); the batch stays uncommitted", delivered)
             return False
         self.dead_lettered += 1
+        CONSUMER_DEAD_LETTERED.labels(self.spec.name).inc()
         return True

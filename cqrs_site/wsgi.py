@@ -5,6 +5,8 @@ import os
 from django.conf import settings
 from django.core.wsgi import get_wsgi_application
 
+from cqrs_site.telemetry import Instrumented
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cqrs_site.settings.write")
 
 application = get_wsgi_application()
@@ -14,3 +16,6 @@ if settings.CQRS_ROLE == "read":
 
     # Cache hits are answered below Django (reads/fastpath.py); everything else reaches it.
     application = CacheHits(application)
+
+# Outermost: the request id, request metrics and the access log, for hits as for the rest.
+application = Instrumented(application, role=settings.CQRS_ROLE)

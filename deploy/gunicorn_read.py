@@ -6,6 +6,8 @@ gevent workers: a read is mostly waiting on Redis, so one process serves many at
 
 import os
 
+from deploy.gunicorn_common import child_exit, logconfig_dict, on_exit, on_starting  # noqa: F401
+
 raw_env = ["DJANGO_SETTINGS_MODULE=cqrs_site.settings.read"]
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8101")
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gevent")
@@ -16,8 +18,9 @@ timeout = 30
 graceful_timeout = 20
 keepalive = 10
 preload_app = False
+# The application logs each request as JSON, with its request id (CQRS_ACCESS_LOG); gunicorn's
+# own access log only if asked for.
 accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}i)s'
 errorlog = "-"
 # gunicorn's control socket defaults to one path per user ($HOME/.gunicorn/gunicorn.ctl), which
 # every instance on a host would share; off unless given a path of its own.

@@ -6,6 +6,8 @@ client is thread-based (gevent would block on it). One producer per worker, made
 
 import os
 
+from deploy.gunicorn_common import child_exit, logconfig_dict, on_exit, on_starting  # noqa: F401
+
 raw_env = ["DJANGO_SETTINGS_MODULE=cqrs_site.settings.write"]
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8201")
 worker_class = "gthread"
@@ -15,8 +17,9 @@ timeout = 30
 graceful_timeout = 20
 keepalive = 10
 preload_app = False
-accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-") or None
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}i)s'
+# The application logs each request as JSON, with its request id (CQRS_ACCESS_LOG); gunicorn's
+# own access log only if asked for.
+accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
 errorlog = "-"
 # gunicorn's control socket defaults to one path per user ($HOME/.gunicorn/gunicorn.ctl), which
 # every instance on a host would share; off unless given a path of its own.

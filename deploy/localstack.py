@@ -313,6 +313,7 @@ class Stack:
     consumers: int
     read_port_base: int
     write_port_base: int
+    metrics_port_base: int  # the relay's /metrics; consumer N's is this + N
 
     SHAPE = (
         "port",
@@ -322,6 +323,7 @@ class Stack:
         "consumers",
         "read_port_base",
         "write_port_base",
+        "metrics_port_base",
     )
 
     @classmethod
@@ -341,6 +343,7 @@ class Stack:
             consumers=env_int("CONSUMERS", 2),
             read_port_base=env_int("READ_PORT_BASE", 8101),
             write_port_base=env_int("WRITE_PORT_BASE", 8201),
+            metrics_port_base=env_int("METRICS_PORT_BASE", 9100),
         )
 
     def save_shape(self) -> None:
@@ -368,6 +371,8 @@ class Stack:
                             **env,
                             "GUNICORN_BIND": f"127.0.0.1:{port}",
                             "DJANGO_SETTINGS_MODULE": f"cqrs_site.settings.{role}",
+                            # Its workers' metrics, added up by its /metrics.
+                            "PROMETHEUS_MULTIPROC_DIR": str(self.run_dir / "metrics" / f"{role}-{index + 1}"),
                         },
                         ready_path="/readyz",
                     )
@@ -381,14 +386,18 @@ class Stack:
             name = f"consumer-{index + 1}"
             ready = self.run_dir / "pids" / f"{name}.ready"
             argv = [PYTHON, str(ROOT / "manage.py"), "run_consumer", "cache", "--ready-file", str(ready)]
-            processes.append(Process(name, argv, self.run_dir, env=consumer_env, ready_file=ready))
+            metrics = {"METRICS_PORT": str(self.metrics_port_base + index + 1)}
+            processes.append(Process(name, argv, self.run_dir, env={**consumer_env, **metrics}, ready_file=ready))
         return processes
 
     def relay(self, env: dict) -> Process:
         argv = [PYTHON, str(ROOT / "manage.py"), "run_relay"]
-        return Process(
-            "relay", argv, self.run_dir, env={**env, "DJANGO_SETTINGS_MODULE": "cqrs_site.settings.consumer"}
-        )
+        env = {
+            **env,
+            "DJANGO_SETTINGS_MODULE": "cqrs_site.settings.consumer",
+            "METRICS_PORT": str(self.metrics_port_base),
+        }
+        return Process("relay", argv, self.run_dir, env=env)
 
     def haproxy(self) -> Process:
         config = self.run_dir / "haproxy.cfg"
@@ -464,6 +473,7 @@ class Stack:
             proxy = self.haproxy()
             proxy.start()
             proxy.wait_ready()
+            (self.run_dir / "prometheus-targets.json").write_text(json.dumps(self.metrics_targets(), indent=2))
         except BaseException:
             self.down(quiet=True)
             raise
@@ -504,6 +514,24 @@ class Stack:
             print(f"{process.name:<12} {pid or '-'!s:>8}  {where:<18} {state}")
         return 1 if down else 0
 
+    def metrics_targets(self) -> list[dict]:
+        """Where each process serves /metrics, as Prometheus file_sd target groups (written to
+        <run dir>/prometheus-targets.json; deploy/prometheus.local.yml reads it)."""
+        pools = [
+            {"targets": [f"127.0.0.1:{base + i}" for i in range(count)], "labels": {"job": f"{role}-pool"}}
+            for role, count, base in (
+                ("read", self.read_instances, self.read_port_base),
+                ("write", self.write_instances, self.write_port_base),
+            )
+        ]
+        consumers = [f"127.0.0.1:{self.metrics_port_base + i + 1}" for i in range(self.consumers)]
+        return [
+            *pools,
+            {"targets": consumers, "labels": {"job": "consumer"}},
+            {"targets": [f"127.0.0.1:{self.metrics_port_base}"], "labels": {"job": "relay"}},
+            {"targets": [f"127.0.0.1:{self.stats_port}"], "labels": {"job": "haproxy"}},
+        ]
+
     def print_summary(self, env: dict) -> None:
         print(
             f"""
@@ -514,6 +542,10 @@ The stack is up (logs, pids and data under {self.run_dir}):
   read pool        {", ".join(f"127.0.0.1:{self.read_port_base + i}" for i in range(self.read_instances))}
   write pool       {", ".join(f"127.0.0.1:{self.write_port_base + i}" for i in range(self.write_instances))}
   consumers        {self.consumers} x run_consumer cache, 1 x run_relay
+  metrics          /metrics on each pool instance, consumers on {
+                ", ".join(str(self.metrics_port_base + i + 1) for i in range(self.consumers))
+            }, relay on {self.metrics_port_base}, HAProxy on {self.stats_port}
+                   (Prometheus targets: {self.run_dir / "prometheus-targets.json"})
   MongoDB          {env["MONGODB_URI"]}
   Kafka            {env["KAFKA_BOOTSTRAP_SERVERS"]}
   Redis            {env["REDIS_URL"]}

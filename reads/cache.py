@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from django.conf import settings
 from django_redis import get_redis_connection
 
+from cqrs_site.metrics import CACHE_WRITES
+
 from .keys import fill_lock_key, high_water_key
 from .projections import Entry
 
@@ -81,9 +83,10 @@ def ttl_ms(entry: Entry) -> int:
     return int(settings.CQRS_CACHE_TTL_SECONDS * 1000 * random.uniform(1 - jitter, 1 + jitter))
 
 
-def cache_put(entries: Iterable[Entry], *, rewrite_same_version: bool = False) -> list[int]:
+def cache_put(entries: Iterable[Entry], *, writer: str, rewrite_same_version: bool = False) -> list[int]:
     """Store the entries that are newer than what the cache holds, in one round trip; returns 1
-    per entry stored, 0 per entry fenced off. `rewrite_same_version` is for repairs only."""
+    per entry stored, 0 per entry fenced off. `writer` (fill, consumer, repair, warm) labels the
+    cqrs_cache_writes_total metric; `rewrite_same_version` is for repairs only."""
     pipe = cache_client().pipeline(transaction=False)
     script = _fence_script()
     same = "1" if rewrite_same_version else "0"
@@ -91,7 +94,13 @@ def cache_put(entries: Iterable[Entry], *, rewrite_same_version: bool = False) -
     for entry in entries:
         keys = [entry.key, high_water_key(entry.key)]
         script(keys=keys, args=[entry.version, encode(entry), ttl_ms(entry), high_ttl, same], client=pipe)
-    return pipe.execute()
+    results = pipe.execute()
+    stored = sum(results)
+    if stored:
+        CACHE_WRITES.labels(writer, "stored").inc(stored)
+    if stored < len(results):
+        CACHE_WRITES.labels(writer, "refused").inc(len(results) - stored)
+    return results
 
 
 def cache_get(key: str) -> Entry | None:

@@ -80,7 +80,7 @@ def consistency_check(
                 stale.append(want)
         report.stale_keys += [entry.key for entry in stale][: 100 - len(report.stale_keys)]
         if repair and stale:
-            report.repaired += sum(cache_put(stale, rewrite_same_version=True))
+            report.repaired += sum(cache_put(stale, writer="repair", rewrite_same_version=True))
         progress(documents)
     orphans = list(_orphans(batch_size))
     report.orphaned = len(orphans)
@@ -116,7 +116,7 @@ def cache_warm(*, batch_size: int = BATCH, progress: Callable[[int], None] = lam
     """Fill the cache from MongoDB through the fence; returns (entries stored, already current)."""
     stored = current = 0
     for documents, entries in _mongo_entries(batch_size):
-        results = cache_put(entries)
+        results = cache_put(entries, writer="warm")
         stored += sum(results)
         current += len(results) - sum(results)
         progress(documents)
@@ -161,5 +161,9 @@ def cache_inspect(*, aggregate: str, doc_id: str) -> list[CachedEntry]:
 def cache_refresh(*, aggregate: str, doc_id: str) -> list[CachedEntry]:
     """Rewrite one document's cache entries from MongoDB, through the fence (a newer entry stays),
     and return what the cache holds afterwards."""
-    cache_put([entry for entry in _record_entries(aggregate, doc_id) if entry.version > 0], rewrite_same_version=True)
+    cache_put(
+        [entry for entry in _record_entries(aggregate, doc_id) if entry.version > 0],
+        writer="repair",
+        rewrite_same_version=True,
+    )
     return cache_inspect(aggregate=aggregate, doc_id=doc_id)

@@ -11,6 +11,9 @@ import re
 
 from redis.exceptions import RedisError
 
+from cqrs_site.metrics import CACHE_LOOKUPS
+from cqrs_site.telemetry import ROUTE
+
 from .apis import etag_for, is_version
 from .cache import cache_client
 from .keys import post_key, post_likes_key, user_key
@@ -19,14 +22,23 @@ HOT_PATH = re.compile(r"^/api/(?:(users)/([0-9a-fA-F]{24})|(posts)/([0-9a-fA-F]{
 JSON = ("Content-Type", "application/json")
 
 
-def hot_key(path: str) -> str | None:
-    """The cache key a hot path reads, or None for any other path."""
+# The URL patterns of reads/urls.py these paths match: the route label of a hit's metrics.
+USER_ROUTE = "api/users/<str:user_id>"
+POST_ROUTE = "api/posts/<str:post_id>"
+LIKES_ROUTE = "api/posts/<str:post_id>/likes"
+HIT_COUNTER = CACHE_LOOKUPS.labels("hit")
+
+
+def hot_key(path: str) -> tuple[str, str] | None:
+    """The cache key a hot path reads and its route pattern, or None for any other path."""
     match = HOT_PATH.match(path)
     if match is None:
         return None
     if match.group(1):
-        return user_key(match.group(2))
-    return post_likes_key(match.group(4)) if match.group(5) else post_key(match.group(4))
+        return user_key(match.group(2)), USER_ROUTE
+    if match.group(5):
+        return post_likes_key(match.group(4)), LIKES_ROUTE
+    return post_key(match.group(4)), POST_ROUTE
 
 
 class CacheHits:
@@ -37,10 +49,12 @@ class CacheHits:
 
     def __call__(self, environ, start_response):
         if environ.get("REQUEST_METHOD") == "GET":
-            key = hot_key(environ.get("PATH_INFO", ""))
-            if key is not None:
-                answer = self._hit(key, environ, start_response)
+            hot = hot_key(environ.get("PATH_INFO", ""))
+            if hot is not None:
+                answer = self._hit(hot[0], environ, start_response)
                 if answer is not None:
+                    environ[ROUTE] = hot[1]
+                    HIT_COUNTER.inc()
                     return answer
         return self.application(environ, start_response)
 

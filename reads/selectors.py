@@ -17,6 +17,7 @@ from pymongo.errors import ConnectionFailure
 from redis.exceptions import RedisError
 
 from cqrs_site.errors import InvalidInput, NotFound, Unavailable
+from cqrs_site.metrics import CACHE_LOOKUPS
 from writes.documents import Post, User, object_id
 from writes.events import POST, POST_FIELDS, USER, USER_FIELDS, post_state, user_state
 
@@ -78,7 +79,7 @@ def _fill(aggregate: str, oid, key: str, min_version: int) -> Entry:
         entries = _load(aggregate, oid)
         if settings.CQRS_FAULT_FILL_DELAY_SECONDS:
             time.sleep(random.uniform(0, settings.CQRS_FAULT_FILL_DELAY_SECONDS))
-        cache.cache_put(entries)
+        cache.cache_put(entries, writer="fill")
     finally:
         if owner:
             cache.fill_unlock(key)
@@ -93,10 +94,13 @@ def _read(aggregate: str, doc_id: str, key_of, min_version: int) -> Found:
     try:
         entry = cache.cache_get(key)
         if entry is not None and entry.version >= min_version:
+            CACHE_LOOKUPS.labels(HIT).inc()
             return _found(entry, HIT)
+        CACHE_LOOKUPS.labels(MISS).inc()
         return _found(_fill(aggregate, oid, key, min_version), MISS)
     except RedisError as exc:
         logger.warning("Redis unavailable, reading %s from MongoDB: %s", key, exc)
+        CACHE_LOOKUPS.labels(DEGRADED).inc()
         return _found(_pick(_load(aggregate, oid), key), DEGRADED)
 
 
@@ -153,6 +157,8 @@ def user_posts_page(*, user_id: str, limit: int, cursor: str | None) -> bytes:
     ids = [str(row["_id"]) for row in page]
     try:
         cached = cache.cache_get_many([post_key(post_id) for post_id in ids])
+        # A missing one is counted as a miss by post_get below.
+        CACHE_LOOKUPS.labels(HIT).inc(sum(entry is not None for entry in cached))
     except RedisError:
         cached = [None] * len(ids)
     bodies = []

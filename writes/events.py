@@ -101,16 +101,20 @@ def post_reactions(state: dict) -> dict:
 STATE_BUILDERS = {USER: user_state, POST: post_state}
 
 
-def outbox_entry(*, event_type: str, aggregate: str, state) -> dict:
+def outbox_entry(*, event_type: str, aggregate: str, state, request_id: str | None = None) -> dict:
     """A pending event as stored in the document's outbox. `state` holds raw document fields,
-    or, inside a pipeline update, the `$field` references that copy them atomically."""
-    return {
+    or, inside a pipeline update, the `$field` references that copy them atomically.
+    `request_id` (the write's, when it came over HTTP) travels with the event as a header."""
+    entry = {
         "event_id": uuid.uuid4().hex,
         "type": event_type,
         "aggregate": aggregate,
         "occurred_at": utc_now(),
         "state": state,
     }
+    if request_id is not None:
+        entry["request_id"] = request_id
+    return entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +126,7 @@ class Event:
     version: int
     occurred_at: str
     state: dict
+    request_id: str | None = None  # sent as a header, not in the body
 
     @classmethod
     def from_outbox(cls, entry: dict) -> "Event":
@@ -134,6 +139,7 @@ class Event:
             version=state["version"],
             occurred_at=iso(entry["occurred_at"]),
             state=state,
+            request_id=entry.get("request_id"),
         )
 
     def encode(self) -> bytes:
@@ -150,6 +156,18 @@ class Event:
         )
 
 
+# What an event's body holds (the request id travels as a header), and the type of each.
+BODY_FIELDS = (
+    ("event_id", str),
+    ("type", str),
+    ("aggregate", str),
+    ("aggregate_id", str),
+    ("version", int),
+    ("occurred_at", str),
+    ("state", dict),
+)
+
+
 class EventInvalid(ValueError):
     """A message that is not a well-formed event: retrying cannot help, it is dead-lettered."""
 
@@ -161,15 +179,7 @@ def event_decode(payload: bytes | None) -> Event:
         raise EventInvalid(f"not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise EventInvalid("not a JSON object")
-    for name, kind in (
-        ("event_id", str),
-        ("type", str),
-        ("aggregate", str),
-        ("aggregate_id", str),
-        ("version", int),
-        ("occurred_at", str),
-        ("state", dict),
-    ):
+    for name, kind in BODY_FIELDS:
         if not isinstance(data.get(name), kind) or isinstance(data.get(name), bool):
             raise EventInvalid(f"field {name!r} missing or not {kind.__name__}")
     if data["type"] not in EVENT_TYPES.get(data["aggregate"], ()):
@@ -179,4 +189,4 @@ def event_decode(payload: bytes | None) -> Event:
         raise EventInvalid("state does not match the event's aggregate id and version")
     if data["version"] < 1:
         raise EventInvalid("version must be positive")
-    return Event(**{name: data[name] for name in Event.__slots__})
+    return Event(**{name: data[name] for name, _kind in BODY_FIELDS})

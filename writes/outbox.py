@@ -20,6 +20,9 @@ from confluent_kafka import KafkaException, Producer
 from django.conf import settings
 from pymongo.errors import PyMongoError
 
+from cqrs_site.logs import request_id_get
+from cqrs_site.metrics import OUTBOX_PUBLISHES, RELAY_PENDING, RELAY_PUBLISH_ERRORS
+
 from .documents import Post, User, object_id
 from .events import POST, POST_FIELDS, REPLAYED, USER, USER_FIELDS, Event, outbox_entry, utc_now
 
@@ -96,12 +99,16 @@ def broker_reachable(*, timeout: float) -> bool:
 
 
 def _produce(producer: Producer, event: Event, on_delivery) -> None:
-    """Queue one event on the events topic, keyed by its aggregate (one partition per document)."""
+    """Queue one event on the events topic, keyed by its aggregate (one partition per document).
+    Its headers name it for consumers' logs and dead letters without decoding the body."""
+    headers = [("event_id", event.event_id.encode()), ("type", event.type.encode())]
+    if event.request_id is not None:
+        headers.append(("request_id", event.request_id.encode()))
     producer.produce(
         settings.KAFKA_EVENTS_TOPIC,
         key=event.aggregate_id.encode(),
         value=event.encode(),
-        headers=[("event_id", event.event_id.encode()), ("type", event.type.encode())],
+        headers=headers,
         on_delivery=on_delivery,
     )
 
@@ -113,8 +120,11 @@ def outbox_mark_sent(*, aggregate: str, aggregate_id, event_ids: list[str]) -> N
     )
 
 
-def outbox_publish(*, aggregate: str, aggregate_id, entries: list[dict], timeout: float | None = None) -> bool:
+def outbox_publish(
+    *, aggregate: str, aggregate_id, entries: list[dict], timeout: float | None = None, sender: str = "write"
+) -> bool:
     """Send outbox entries in order, keyed by aggregate id; True when the broker acknowledged all.
+    `sender` (write, relay) labels the cqrs_outbox_publish_total metric.
 
     Never raises: the events are already committed in the document, so a broker fault only
     delays them (the relay sends what is left). Acknowledged entries leave the outbox.
@@ -167,8 +177,13 @@ def outbox_publish(*, aggregate: str, aggregate_id, entries: list[dict], timeout
     with lock:
         waiting = False
         handed_over = list(acked)
+        deferred = len(pending)
     if handed_over:
         mark_sent(handed_over)
+    if deferred < len(entries):
+        OUTBOX_PUBLISHES.labels(sender, "acked").inc(len(entries) - deferred)
+    if deferred:
+        OUTBOX_PUBLISHES.labels(sender, "deferred").inc(deferred)
     if delivered:
         return True
     if timeout > 0:
@@ -214,7 +229,10 @@ def events_replay(
     found = set()
     for document in document_class._get_collection().find(query, dict.fromkeys(fields, 1)):
         found.add(str(document["_id"]))
-        event = Event.from_outbox(outbox_entry(event_type=REPLAYED[aggregate], aggregate=aggregate, state=document))
+        entry = outbox_entry(
+            event_type=REPLAYED[aggregate], aggregate=aggregate, state=document, request_id=request_id_get()
+        )
+        event = Event.from_outbox(entry)
         with lock:
             outstanding[0] += 1
             all_done.clear()
@@ -252,8 +270,12 @@ def outbox_relay_pass(*, grace_seconds: float, limit: int = 1000) -> RelayPass:
     for aggregate, document_class in DOCUMENTS.items():
         pending = document_class._get_collection().find({"outbox.occurred_at": {"$lt": cutoff}}, {"outbox": 1})
         for document in pending.limit(limit):
+            entries = document["outbox"]
             done.documents += 1
-            done.events += len(document["outbox"])
-            if not outbox_publish(aggregate=aggregate, aggregate_id=document["_id"], entries=document["outbox"]):
-                done.failed += len(document["outbox"])
+            done.events += len(entries)
+            if not outbox_publish(aggregate=aggregate, aggregate_id=document["_id"], entries=entries, sender="relay"):
+                done.failed += len(entries)
+    RELAY_PENDING.set(done.events)
+    if done.failed:
+        RELAY_PUBLISH_ERRORS.inc(done.failed)
     return done

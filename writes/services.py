@@ -10,6 +10,7 @@ from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
 from cqrs_site.errors import Conflict, InvalidInput, NotFound
+from cqrs_site.logs import request_id_get
 
 from .documents import Post, User, object_id
 from .events import (
@@ -39,7 +40,9 @@ def user_create(*, username: str) -> dict:
     """Create a user; Conflict when the username is taken."""
     now = utc_now()
     document = {"_id": ObjectId(), "username": username, "created_at": now, "version": 1}
-    document["outbox"] = [outbox_entry(event_type=USER_CREATED, aggregate=USER, state=dict(document))]
+    document["outbox"] = [
+        outbox_entry(event_type=USER_CREATED, aggregate=USER, state=dict(document), request_id=request_id_get())
+    ]
     try:
         User._get_collection().insert_one(document)
     except DuplicateKeyError:
@@ -66,7 +69,9 @@ def post_create(*, user_id: str, title: str, content: str) -> dict:
         "version": 1,
         "deleted": False,
     }
-    document["outbox"] = [outbox_entry(event_type=POST_CREATED, aggregate=POST, state=dict(document))]
+    document["outbox"] = [
+        outbox_entry(event_type=POST_CREATED, aggregate=POST, state=dict(document), request_id=request_id_get())
+    ]
     Post._get_collection().insert_one(document)
     _publish(POST, document)
     return post_state(document)
@@ -83,7 +88,9 @@ def _post_change(post_id: str, event_type: str, changes: dict, expected_version:
     if expected_version is not None:
         match["version"] = expected_version
     # The event's state is copied from the updated fields by the same atomic update ($field refs).
-    event = outbox_entry(event_type=event_type, aggregate=POST, state={f: f"${f}" for f in POST_FIELDS})
+    # (The request id cannot hold a "$": cqrs_site/logs.py accepts only [A-Za-z0-9._:-].)
+    state = {f: f"${f}" for f in POST_FIELDS}
+    event = outbox_entry(event_type=event_type, aggregate=POST, state=state, request_id=request_id_get())
     pipeline = [
         {"$set": {**changes, "version": {"$add": ["$version", 1]}, "updated_at": "$$NOW"}},
         {"$set": {"outbox": {"$concatArrays": [{"$ifNull": ["$outbox", []]}, [event]]}}},

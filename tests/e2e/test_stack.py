@@ -1,5 +1,6 @@
 """The whole stack as real processes, through HAProxy: what a new user does with curl."""
 
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -69,3 +70,69 @@ def test_writes_without_a_token_are_refused_and_reads_of_garbage_ids_are_404(sta
     assert requests.post(stack.url + "/api/users", json={"username": "nobody"}).status_code == 401
     assert stack.reader.get(stack.url + "/api/posts/$gt").status_code == 404
     assert stack.reader.get(stack.url + "/api/posts/" + "f" * 24).status_code == 404
+
+
+def scrape(address: str) -> dict[str, float]:
+    """One /metrics page as {series: value}."""
+    text = requests.get(f"http://{address}/metrics", timeout=5).text
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+
+
+def test_one_request_id_is_followed_from_haproxys_log_to_the_consumers(stack):
+    user = stack.writer.post(stack.url + "/api/users", json={"username": "followed"}).json()
+    liked = stack.writer.post(stack.url + f"/api/posts/{stack.create_posts(1)[0]}/like")
+    request_id = liked.headers["X-Request-ID"]  # HAProxy made it: the client sent none
+    assert len(request_id) == 36 and user
+
+    def lines_with_id():
+        found = {}
+        for log in (stack.run_dir / "logs").glob("*.log"):
+            hits = [line for line in log.read_text(errors="replace").splitlines() if request_id in line]
+            if hits:
+                found[log.stem] = hits
+        return found if "haproxy" in found and any(name.startswith("consumer") for name in found) else None
+
+    deadline = time.monotonic() + 10
+    while (found := lines_with_id()) is None:
+        assert time.monotonic() < deadline, "the request id did not reach the consumer's log"
+        time.sleep(0.1)
+    assert "POST /api/posts/" in found["haproxy"][0] and f"rid={request_id}" in found["haproxy"][0]
+    [access] = [json.loads(line) for line in found["write-1"]]
+    assert (access["status"], access["route"]) == (200, "api/posts/<str:post_id>/like")
+    [applied] = [json.loads(line) for name, lines in found.items() if name.startswith("consumer") for line in lines]
+    assert applied["message"] == "event applied" and applied["event_type"] == "PostReacted"
+
+
+def test_every_process_serves_metrics_and_the_staleness_histogram_moves_with_writes(stack):
+    targets = {
+        group["labels"]["job"]: group["targets"]
+        for group in json.loads((stack.run_dir / "prometheus-targets.json").read_text())
+    }
+    assert set(targets) == {"read-pool", "write-pool", "consumer", "relay", "haproxy"}
+
+    def applied() -> float:
+        return sum(scrape(address).get("cqrs_write_to_apply_seconds_count", 0) for address in targets["consumer"])
+
+    before = applied()
+    posts = stack.create_posts(5)  # a user and five posts: six events
+    deadline = time.monotonic() + 10
+    while applied() < before + 6:
+        assert time.monotonic() < deadline, "the consumers did not count the writes' delays"
+        time.sleep(0.2)
+
+    writes = scrape(targets["write-pool"][0])
+    assert writes['cqrs_outbox_publish_total{result="acked",sender="write"}'] >= 6
+    assert any(name.startswith("cqrs_http_request_duration_seconds_bucket") for name in writes)
+    for post_id in posts:
+        assert stack.reader.get(stack.url + f"/api/posts/{post_id}").status_code == 200
+    series = 'cqrs_http_requests_total{method="GET",role="read",route="api/posts/<str:post_id>",status="200"}'
+    assert sum(scrape(address).get(series, 0) for address in targets["read-pool"]) >= 5
+    assert "cqrs_relay_pending_events" in scrape(targets["relay"][0])
+    assert any(name.startswith("haproxy_backend_") for name in scrape(targets["haproxy"][0]))
+    # Not through the public entry point.
+    public = requests.get(stack.url + "/metrics", timeout=5)
+    assert public.status_code == 404 and public.json()["error"]["code"] == "not_found"

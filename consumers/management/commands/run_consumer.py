@@ -2,6 +2,7 @@ import signal
 from dataclasses import replace
 from pathlib import Path
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from consumers.registry import consumer_specs
@@ -25,15 +26,23 @@ class Command(BaseCommand):
         parser.add_argument(
             "--ready-file", type=Path, default=None, help="a file written once the group has assigned partitions"
         )
+        parser.add_argument(
+            "--metrics-port",
+            type=int,
+            default=settings.METRICS_PORT,
+            help="serve Prometheus metrics on 127.0.0.1:PORT/metrics (METRICS_PORT; 0: off)",
+        )
 
-    def handle(self, *args, name, batch_size, group, from_beginning, ready_file, **options):
+    def handle(self, *args, name, batch_size, group, from_beginning, ready_file, metrics_port, **options):
         specs = consumer_specs()
         if name not in specs:
             raise CommandError(f"unknown consumer {name!r}; known: {', '.join(sorted(specs))}")
         spec = specs[name]
         if group:
             spec = replace(spec, group=group)
-        runner = ConsumerRunner(spec, batch_size=batch_size, from_beginning=from_beginning, ready_file=ready_file)
+        runner = ConsumerRunner(
+            spec, batch_size=batch_size, from_beginning=from_beginning, ready_file=ready_file, metrics_port=metrics_port
+        )
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: runner.stop())
         runner.run()

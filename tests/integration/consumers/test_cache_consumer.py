@@ -3,9 +3,12 @@
 import json
 import uuid
 
+import requests
 from confluent_kafka import Consumer, Producer, TopicPartition
 from django.conf import settings
 
+from cqrs_site.logs import request_id_clear, request_id_set
+from deploy.localstack import free_port
 from reads.cache import cache_client, cache_get
 from reads.keys import post_key, post_likes_key, user_key
 from tests.conftest import eventually
@@ -126,3 +129,32 @@ def test_sigterm_commits_and_a_restarted_consumer_resumes_where_it_stopped(start
     eventually(lambda: cached_version(post_key(post["id"])) == 1, timeout=15)
     # Resumed from the committed offsets: the already-applied UserCreated was not consumed again.
     assert cache_get(user_key(user["id"])) is None
+
+
+def logged(consumer) -> list[dict]:
+    """The consumer's log lines (JSON objects; librdkafka's own lines are not ours)."""
+    return [json.loads(line) for line in consumer.output().splitlines() if line.startswith("{")]
+
+
+def test_the_consumer_logs_each_event_with_its_request_id_and_serves_its_metrics(start_consumer):
+    port = free_port()
+    consumer = start_consumer("--metrics-port", str(port))
+    request_id_set("trace-consumer-1")
+    try:
+        user = services.user_create(username="followed")
+    finally:
+        request_id_clear()
+    eventually(lambda: cached_version(user_key(user["id"])) == 1, timeout=15)
+
+    [applied] = eventually(lambda: [line for line in logged(consumer) if line.get("key") == user["id"]])
+    assert applied["message"] == "event applied" and applied["request_id"] == "trace-consumer-1"
+    assert applied["event_type"] == "UserCreated" and applied["logger"] == "consumers.runner"
+
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    metrics = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if not line.startswith("#")
+    }
+    assert metrics['cqrs_consumer_events_applied_total{consumer="cache",type="UserCreated"}'] >= 1
+    assert metrics["cqrs_write_to_apply_seconds_count"] >= 1
+    # The delay is measured from the write's commit: well under the 15 s the test allowed.
+    assert 0 < metrics["cqrs_write_to_apply_seconds_sum"] < 15 * metrics["cqrs_write_to_apply_seconds_count"]

@@ -5,34 +5,34 @@ from reads.projections import Entry
 
 
 def test_a_newer_version_replaces_an_older_one():
-    assert cache_put([Entry("k", 1, b"{}")]) == [1]
-    assert cache_put([Entry("k", 2, b'{"v":2}')]) == [1]
+    assert cache_put([Entry("k", 1, b"{}")], writer="fill") == [1]
+    assert cache_put([Entry("k", 2, b'{"v":2}')], writer="fill") == [1]
     assert cache_get("k") == Entry("k", 2, b'{"v":2}')
 
 
 def test_an_older_or_equal_version_never_replaces_a_newer_one():
-    cache_put([Entry("k", 5, b'{"v":5}')])
-    assert cache_put([Entry("k", 4, b'{"v":4}'), Entry("k", 5, b'{"other":5}')]) == [0, 0]
+    cache_put([Entry("k", 5, b'{"v":5}')], writer="fill")
+    assert cache_put([Entry("k", 4, b'{"v":4}'), Entry("k", 5, b'{"other":5}')], writer="fill") == [0, 0]
     assert cache_get("k") == Entry("k", 5, b'{"v":5}')
 
 
 def test_a_tombstone_refuses_a_late_fill_of_what_it_buried():
-    cache_put([Entry("k", 3, b'{"v":3}')])
-    cache_put([Entry("k", 4, None)])
-    assert cache_put([Entry("k", 3, b'{"v":3}')]) == [0]
+    cache_put([Entry("k", 3, b'{"v":3}')], writer="fill")
+    cache_put([Entry("k", 4, None)], writer="fill")
+    assert cache_put([Entry("k", 3, b'{"v":3}')], writer="fill") == [0]
     assert cache_get("k") == Entry("k", 4, None)
 
 
 def test_an_unknown_id_marker_gives_way_to_the_first_real_version():
-    cache_put([Entry("k", 0, None)])
-    assert cache_put([Entry("k", 1, b'{"v":1}')]) == [1]
+    cache_put([Entry("k", 0, None)], writer="fill")
+    assert cache_put([Entry("k", 1, b'{"v":1}')], writer="fill") == [1]
     assert cache_get("k").body == b'{"v":1}'
 
 
 def test_entries_expire_and_tombstones_outlive_live_entries(settings):
     from reads.cache import cache_client
 
-    cache_put([Entry("live", 1, b"{}"), Entry("dead", 1, None), Entry("absent", 0, None)])
+    cache_put([Entry("live", 1, b"{}"), Entry("dead", 1, None), Entry("absent", 0, None)], writer="fill")
     live, dead, absent = (cache_client().pttl(key) for key in ("live", "dead", "absent"))
     assert 0 < live <= settings.CQRS_CACHE_TTL_SECONDS * 1000 * (1 + settings.CQRS_CACHE_TTL_JITTER)
     assert dead > live
@@ -42,8 +42,8 @@ def test_entries_expire_and_tombstones_outlive_live_entries(settings):
 def test_a_fill_cannot_put_an_older_version_into_a_key_whose_entry_was_evicted():
     from reads.cache import cache_client
 
-    cache_put([Entry("k", 6, b'{"v":6}')])
+    cache_put([Entry("k", 6, b'{"v":6}')], writer="fill")
     cache_client().delete("k")  # expired or evicted
-    assert cache_put([Entry("k", 5, b'{"v":5}')]) == [0]  # a fill that read MongoDB before v6
+    assert cache_put([Entry("k", 5, b'{"v":5}')], writer="fill") == [0]  # a fill that read MongoDB before v6
     assert cache_get("k") is None
-    assert cache_put([Entry("k", 6, b'{"v":6}')]) == [1]  # the same version may come back
+    assert cache_put([Entry("k", 6, b'{"v":6}')], writer="fill") == [1]  # the same version may come back

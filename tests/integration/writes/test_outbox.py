@@ -1,6 +1,7 @@
 """No lost events: a write the client saw succeed produces its event even when the broker is down."""
 
 from django.core.management import call_command
+from prometheus_client import REGISTRY
 
 from reads.cache import cache_get
 from reads.keys import post_key
@@ -40,8 +41,13 @@ def test_writes_succeed_while_the_broker_is_down_and_the_relay_sends_their_event
     assert b'"title":"T2"' in cache_get(post_key(post["id"])).body and entry
 
 
+def published(sender: str, result: str) -> float:
+    return REGISTRY.get_sample_value("cqrs_outbox_publish_total", {"sender": sender, "result": result}) or 0.0
+
+
 def test_the_relay_command_publishes_what_is_pending(settings, paused_broker_ctl):
     user = services.user_create(username="later")
+    deferred, relayed = published("write", "deferred"), published("relay", "acked")
     settings.KAFKA_PUBLISH_TIMEOUT_SECONDS = 0.3
     settings.KAFKA_SUSPECT_SECONDS = 0  # keep waiting on every write, so later tests see a trusted broker
     with paused_broker_ctl():
@@ -55,3 +61,7 @@ def test_the_relay_command_publishes_what_is_pending(settings, paused_broker_ctl
     settings.KAFKA_PUBLISH_TIMEOUT_SECONDS = 10
     call_command("run_relay", "--once", "--grace", "0")
     assert pending(post["id"]) == []
+    # The metrics saw it: one event deferred by the write, one found and sent by the relay.
+    assert published("write", "deferred") == deferred + 1
+    assert published("relay", "acked") == relayed + 1
+    assert REGISTRY.get_sample_value("cqrs_relay_pending_events") == 1

@@ -5,6 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from pymongo.errors import PyMongoError
 from tqdm import tqdm
 
+from cqrs_site.logs import request_id_set
 from writes.documents import Post, User
 from writes.events import POST, USER
 from writes.outbox import events_replay
@@ -33,6 +34,8 @@ class Command(BaseCommand):
             plan.append((USER, None if all else users, User))
         if all or posts:
             plan.append((POST, None if all else posts, Post))
+        # One id for the whole replay, in every event's headers and the consumers' log lines.
+        self.stdout.write(f"request id: {request_id_set(None)}")
         failed, missing = 0, []
         for aggregate, ids, document_class in plan:
             total = len(ids) if ids is not None else document_class._get_collection().estimated_document_count()

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from pymongo.errors import PyMongoError
 
+from cqrs_site.metrics import RELAY_PASS_ERRORS, serve_metrics
 from writes.outbox import outbox_relay_pass, publisher_close
 
 logger = logging.getLogger("writes.relay")
@@ -21,9 +22,17 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--once", action="store_true", help="one pass, then exit (non-zero if any event failed)")
         parser.add_argument("--grace", type=float, default=None, help="seconds a pending event is left to its write")
+        parser.add_argument(
+            "--metrics-port",
+            type=int,
+            default=settings.METRICS_PORT,
+            help="serve Prometheus metrics on 127.0.0.1:PORT/metrics (METRICS_PORT; 0: off)",
+        )
 
-    def handle(self, *args, once, grace, **options):
+    def handle(self, *args, once, grace, metrics_port, **options):
         grace = settings.RELAY_GRACE_SECONDS if grace is None else grace
+        if not once:
+            serve_metrics(metrics_port)
         stopping = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stopping.set())
@@ -34,6 +43,7 @@ class Command(BaseCommand):
                 except PyMongoError as exc:
                     if once:
                         raise CommandError(f"MongoDB unavailable: {exc}") from exc
+                    RELAY_PASS_ERRORS.inc()
                     logger.error("relay pass failed, retrying: %s", exc)
                     stopping.wait(settings.RELAY_INTERVAL_SECONDS)
                     continue

@@ -1,0 +1,62 @@
+"""Structured logs: one JSON object per line, each carrying the request id of the work it is about.
+
+The request id comes from HAProxy (X-Request-ID, which it sets unless the client did); the WSGI
+layer (cqrs_site/telemetry.py) keeps it in a context variable for the request's thread or
+greenlet, writes keep it in their outbox entries, the producer sends it as an event header and
+the consumer logs it beside the event it applied: one write can be followed end to end.
+
+Stdlib and orjson only, so every role (and the leaf modules of writes) can import it.
+"""
+
+import contextvars
+import logging
+import re
+import uuid
+from datetime import UTC, datetime
+
+import orjson
+
+_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+
+# What we accept from a client or a proxy: an id, not a payload to smuggle into logs or headers.
+VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
+
+# LogRecord's own attributes; anything else on a record came from `extra=` and is logged as a field.
+_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
+def request_id_get() -> str | None:
+    """The request id of the work this thread or greenlet is doing, if any."""
+    return _request_id.get()
+
+
+def request_id_set(raw: str | None) -> str:
+    """Adopt `raw` as the current request id when it is a well-formed one, else a new id."""
+    request_id = raw if raw is not None and VALID_REQUEST_ID.match(raw) else uuid.uuid4().hex
+    _request_id.set(request_id)
+    return request_id
+
+
+def request_id_clear() -> None:
+    _request_id.set(None)
+
+
+class JsonFormatter(logging.Formatter):
+    """`{"ts", "level", "logger", "message", "request_id"?, ...extra fields, "exc"?}` on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = _request_id.get()
+        if request_id is not None:
+            entry["request_id"] = request_id
+        for name, value in vars(record).items():
+            if name not in _RECORD_FIELDS:
+                entry[name] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()

@@ -1,0 +1,127 @@
+"""Prometheus metrics of every role, defined in one place (names, labels, buckets).
+
+gunicorn pools run several worker processes: deploy/gunicorn_*.py point PROMETHEUS_MULTIPROC_DIR
+at a directory of their own, where each worker keeps its values (prometheus-client's
+multiprocess mode), and `/metrics` adds them up. The consumer and the relay are one process
+each and serve their own registry on a port of their own (`serve_metrics`).
+"""
+
+import os
+
+from django.http import HttpResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+    start_http_server,
+)
+
+# The *_created series (one timestamp per series) double what is scraped and say nothing here.
+disable_created_metrics()
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+STALENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+# --- Both pools ---------------------------------------------------------------------------------
+HTTP_REQUESTS = Counter(
+    "cqrs_http_requests_total",
+    "HTTP requests answered, by pool role, route pattern, method and status code.",
+    ["role", "route", "method", "status"],
+)
+HTTP_REQUEST_SECONDS = Histogram(
+    "cqrs_http_request_duration_seconds",
+    "Time from a request reaching the pool to its answer being handed to the server.",
+    ["role", "route", "method"],
+    buckets=LATENCY_BUCKETS,
+)
+
+# --- The read cache -----------------------------------------------------------------------------
+CACHE_LOOKUPS = Counter(
+    "cqrs_cache_lookups_total",
+    "Read-path lookups of one cache entry: hit, miss (read from MongoDB and filled), or degraded "
+    "(Redis unavailable, served from MongoDB).",
+    ["result"],
+)
+CACHE_WRITES = Counter(
+    "cqrs_cache_writes_total",
+    "Version-fenced cache writes by writer (fill, consumer, repair): stored, or refused because "
+    "the cache already held that version or a newer one (the fence at work).",
+    ["writer", "result"],
+)
+
+# --- Writes and the outbox ----------------------------------------------------------------------
+OUTBOX_PUBLISHES = Counter(
+    "cqrs_outbox_publish_total",
+    "Events handed to the broker, by who sent them (write, relay) and result: acked, or "
+    "deferred (left in the outbox for the relay).",
+    ["sender", "result"],
+)
+RELAY_PENDING = Gauge(
+    "cqrs_relay_pending_events",
+    "Events the relay's last pass found waiting in outboxes past the grace period.",
+    multiprocess_mode="mostrecent",
+)
+RELAY_PUBLISH_ERRORS = Counter(
+    "cqrs_relay_publish_errors_total",
+    "Events the relay could not get acknowledged (they stay pending and are retried).",
+)
+RELAY_PASS_ERRORS = Counter("cqrs_relay_pass_errors_total", "Relay passes that failed (MongoDB unavailable).")
+
+# --- Consumers ----------------------------------------------------------------------------------
+CONSUMER_EVENTS_APPLIED = Counter(
+    "cqrs_consumer_events_applied_total",
+    "Events a consumer applied (and then committed), by event type.",
+    ["consumer", "type"],
+)
+CONSUMER_DEAD_LETTERED = Counter(
+    "cqrs_consumer_dead_lettered_total",
+    "Messages a consumer could not decode and sent to the dead-letter topic.",
+    ["consumer"],
+)
+CONSUMER_APPLY_FAILURES = Counter(
+    "cqrs_consumer_apply_failures_total",
+    "Batches whose apply failed (a server down) and was retried; the offsets wait.",
+    ["consumer"],
+)
+CONSUMER_LAG = Gauge(
+    "cqrs_consumer_lag_messages",
+    "Messages in a partition the consumer has not yet applied (high watermark minus its position).",
+    ["consumer", "topic", "partition"],
+    multiprocess_mode="mostrecent",
+)
+WRITE_TO_APPLY_SECONDS = Histogram(
+    "cqrs_write_to_apply_seconds",
+    "Time from a write's commit to its event being applied in the read cache: the staleness "
+    "the design trades for speed. Operator replays are not counted.",
+    buckets=STALENESS_BUCKETS,
+)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def exposition() -> bytes:
+    """Every metric of this process or, under a gunicorn pool, of all its workers."""
+    if multiprocess_dir() is None:
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return generate_latest(registry)
+
+
+def metrics_view(request):
+    """GET /metrics on each pool instance. HAProxy does not route it: scrape instances directly."""
+    return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
+
+
+def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
+    """Serve /metrics from a background thread (the consumer and the relay); 0 means off."""
+    if port:
+        start_http_server(port, addr=host)

@@ -1,0 +1,87 @@
+"""The outermost WSGI layer of both pools: request id, request metrics and the access log.
+
+It wraps everything, the read pool's cache-hit layer included, so a hit is counted and timed
+like any other request. The route label is the URL pattern (`api/posts/<str:post_id>`), never
+the raw path, so the metrics stay a bounded set of series: the hit layer names its route in the
+environ, and `route_label` (a Django middleware) does it for every request Django answers.
+"""
+
+import logging
+import time
+
+from django.conf import settings
+
+from .logs import request_id_clear, request_id_set
+from .metrics import HTTP_REQUEST_SECONDS, HTTP_REQUESTS
+
+access_log = logging.getLogger("cqrs.access")
+
+ROUTE = "cqrs.route"
+UNMATCHED = "unmatched"
+# Any other method is counted as "other": a client must not be able to add series at will.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def route_label(get_response):
+    """Middleware: put the matched URL pattern where the WSGI layer reads it."""
+
+    def middleware(request):
+        response = get_response(request)
+        match = request.resolver_match
+        request.environ[ROUTE] = match.route if match is not None else UNMATCHED
+        return response
+
+    return middleware
+
+
+class Instrumented:
+    """WSGI middleware (see the module's docstring)."""
+
+    def __init__(self, application, *, role: str) -> None:
+        self.application = application
+        self.role = role
+        self.log_requests = settings.CQRS_ACCESS_LOG
+        # (route, method, status) -> its counter and histogram children: `labels()` costs more
+        # than the increment itself, and the hit path is counted in microseconds.
+        self._series: dict[tuple[str, str, str], tuple] = {}
+
+    def _children(self, route: str, method: str, status: str) -> tuple:
+        key = (route, method, status)
+        children = self._series.get(key)
+        if children is None:
+            label = method if method in METHODS else "other"
+            children = (
+                HTTP_REQUESTS.labels(self.role, route, label, status),
+                HTTP_REQUEST_SECONDS.labels(self.role, route, label),
+            )
+            if method in METHODS:  # any other method is not worth a cache entry of its own
+                self._series[key] = children
+        return children
+
+    def __call__(self, environ, start_response):
+        started = time.perf_counter()
+        request_id = request_id_set(environ.get("HTTP_X_REQUEST_ID"))
+        status = ["500"]
+
+        def start(status_line, headers, exc_info=None):
+            status[0] = status_line[:3]
+            headers.append(("X-Request-ID", request_id))
+            return start_response(status_line, headers, exc_info)
+
+        try:
+            return self.application(environ, start)
+        finally:
+            elapsed = time.perf_counter() - started
+            route, method = environ.get(ROUTE, UNMATCHED), environ.get("REQUEST_METHOD", "")
+            requests, seconds = self._children(route, method, status[0])
+            requests.inc()
+            seconds.observe(elapsed)
+            if self.log_requests:
+                access_log.info(
+                    "%s %s %s",
+                    method[:16],
+                    environ.get("PATH_INFO", ""),
+                    status[0],
+                    extra={"status": int(status[0]), "route": route, "duration_ms": round(elapsed * 1000, 2)},
+                )
+            request_id_clear()

@@ -1,0 +1,48 @@
+"""Structured logs: one JSON object per line, with the current request id."""
+
+import json
+import logging
+
+import pytest
+
+from cqrs_site.logs import JsonFormatter, request_id_clear, request_id_get, request_id_set
+
+
+def formatted(message: str, *args, **extra) -> dict:
+    record = logging.LogRecord("cqrs.test", logging.WARNING, __file__, 1, message, args, None)
+    record.__dict__.update(extra)
+    line = JsonFormatter().format(record)
+    assert "\n" not in line
+    return json.loads(line)
+
+
+def test_a_record_is_one_json_object_with_the_request_id_and_its_extra_fields():
+    request_id_set("abc-123")
+    try:
+        entry = formatted("applied %d events", 3, partition=2, key="k")
+    finally:
+        request_id_clear()
+    assert entry["message"] == "applied 3 events" and entry["level"] == "WARNING" and entry["logger"] == "cqrs.test"
+    assert entry["request_id"] == "abc-123" and (entry["partition"], entry["key"]) == (2, "k")
+    assert entry["ts"].endswith("Z")
+
+
+def test_without_a_request_there_is_no_request_id_and_an_extra_field_can_name_one():
+    assert "request_id" not in formatted("idle")
+    assert formatted("from a header", request_id="from-event")["request_id"] == "from-event"
+
+
+def test_a_message_with_newlines_and_quotes_stays_on_one_line():
+    assert formatted('a "quoted"\nsecond line')["message"] == 'a "quoted"\nsecond line'
+
+
+@pytest.mark.parametrize("raw", [None, "", "has space", "x" * 129, "a\r\nInjected: 1", "$gt", "ü"])
+def test_a_missing_or_malformed_request_id_is_replaced(raw):
+    adopted = request_id_set(raw)
+    assert adopted != raw and len(adopted) == 32 and request_id_get() == adopted
+    request_id_clear()
+
+
+def test_a_well_formed_request_id_is_kept():
+    assert request_id_set("7f1c0c3e-2b4d-4cc1-9d7e-0a4b5c6d7e8f") == "7f1c0c3e-2b4d-4cc1-9d7e-0a4b5c6d7e8f"
+    request_id_clear()
