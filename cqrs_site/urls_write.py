@@ -8,23 +8,35 @@ the read pool and never here.
 from django.contrib import admin
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from cqrs_site import health
 from cqrs_site.errors import MethodNotAllowed
+from cqrs_site.metrics import metrics_view
 from reads import apis as reads
 from writes import apis as writes
 
 
 def by_method(read_view=None, write_view=None):
-    """One URL, two roles: GET/HEAD go to the read view, every other method to the write view."""
+    """One URL, two roles: GET/HEAD go to the read view, every other method to the write view.
+    Every answer's Allow header names the methods of both (DRF's would name only its own)."""
+    methods = ["GET", "HEAD"] if read_view else []
+    if write_view is not None:
+        methods += [name.upper() for name in ("post", "put", "patch", "delete") if hasattr(write_view.view_class, name)]
+        methods.append("OPTIONS")
+    allow = ", ".join(methods)
 
     @csrf_exempt
     def view(request, *args, **kwargs):
         handler = read_view if request.method in ("GET", "HEAD") else write_view
         if handler is None:
-            return reads.error_response(MethodNotAllowed(f"{request.method} is not allowed on this path."))
-        return handler(request, *args, **kwargs)
+            message = f"{request.method} is not allowed on this path; it answers {allow}."
+            return reads.error_response(MethodNotAllowed(message), allow=allow)
+        response = handler(request, *args, **kwargs)
+        response["Allow"] = allow
+        return response
 
+    view.read_view, view.write_view = read_view, write_view  # what tests/unit/site/test_openapi.py checks
     return view
 
 
@@ -32,6 +44,10 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", health.healthz),
     path("readyz", health.readyz),
+    path("metrics", metrics_view),
+    # The API's description; cqrs_site/openapi.py explains why it has a URLconf of its own.
+    path("api/schema/", SpectacularAPIView.as_view(urlconf="cqrs_site.openapi"), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api/users", by_method(write_view=writes.UserCreateApi.as_view())),
     path("api/users/<str:user_id>", by_method(reads.user_detail)),
     path("api/users/<str:user_id>/posts", by_method(reads.user_posts)),

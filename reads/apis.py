@@ -13,8 +13,14 @@ MAX_PAGE = 100
 DEFAULT_PAGE = 20
 
 
-def error_response(exc: ApiError) -> HttpResponse:
-    return HttpResponse(exc.as_bytes(), status=exc.status_code, content_type=JSON)
+READ_METHODS = "GET, HEAD"
+
+
+def error_response(exc: ApiError, *, allow: str = READ_METHODS) -> HttpResponse:
+    response = HttpResponse(exc.as_bytes(), status=exc.status_code, content_type=JSON)
+    if isinstance(exc, MethodNotAllowed):
+        response["Allow"] = allow  # what a 405 must name (RFC 9110)
+    return response
 
 
 def read_api(view):
@@ -33,8 +39,9 @@ def read_api(view):
 
 
 def is_version(raw: str) -> bool:
-    """Whether a header value can be a version (X-Min-Version): a non-negative 64-bit integer."""
-    return raw.isdigit() and len(raw) <= 18
+    """Whether a header value can be a version (X-Min-Version): a non-negative integer of at most
+    18 ASCII digits (str.isdigit alone takes "²", which int() refuses)."""
+    return raw.isascii() and raw.isdigit() and len(raw) <= 18
 
 
 def etag_for(version: int) -> str:
@@ -84,3 +91,9 @@ def user_posts(request, user_id: str):
         raise InvalidInput(f"limit must be a whole number from 1 to {MAX_PAGE}.", fields={"limit": ["out of range"]})
     body = selectors.user_posts_page(user_id=user_id, limit=int(raw_limit), cursor=request.GET.get("cursor") or None)
     return HttpResponse(body, content_type=JSON)
+
+
+def create_only(request):
+    """GET of /api/users or /api/posts, which only take POST (in the write pool): 405, not 404."""
+    message = f"{request.method} is not allowed here: this path only creates (POST); lists are per user."
+    return error_response(MethodNotAllowed(message), allow="POST")

@@ -3,7 +3,15 @@
 from django.core.validators import RegexValidator
 from rest_framework import serializers
 
+# Each rule is a validator (not only a check in code) so the OpenAPI schema states it as a
+# `pattern`, and what the schema allows is exactly what the API accepts (tests/e2e schemathesis).
 username_validator = RegexValidator(r"^[A-Za-z0-9_.-]+\Z", "Use only letters, digits, '_', '.' and '-'.")
+object_id_validator = RegexValidator(r"^[0-9a-fA-F]{24}\Z", "Send an id this API gave out: 24 hexadecimal digits.")
+# No NUL characters (DRF refuses them anyway), and a title needs something besides whitespace.
+text_validator = RegexValidator(r"^[^\x00]*\Z", "NUL characters are not allowed.")
+title_validator = RegexValidator(
+    r"^[^\x00]*[^\s\x00][^\x00]*\Z", "A title needs a visible character and no NUL characters."
+)
 
 
 class StrictCharField(serializers.CharField):
@@ -30,12 +38,14 @@ class UserCreateInput(StrictSerializer):
     username = StrictCharField(max_length=50, trim_whitespace=False, validators=[username_validator])
 
 
+# Titles are stored as sent (not trimmed): trimming would let a body the schema refuses (a title
+# over 200 characters with spaces around it) through.
 class PostCreateInput(StrictSerializer):
-    user_id = StrictCharField(max_length=64)
-    title = StrictCharField(max_length=200)
-    content = StrictCharField(max_length=10_000, trim_whitespace=False)
+    user_id = StrictCharField(max_length=24, validators=[object_id_validator])
+    title = StrictCharField(max_length=200, trim_whitespace=False, validators=[title_validator])
+    content = StrictCharField(max_length=10_000, trim_whitespace=False, validators=[text_validator])
 
 
 class PostUpdateInput(StrictSerializer):
-    title = StrictCharField(max_length=200, required=False)
-    content = StrictCharField(max_length=10_000, trim_whitespace=False, required=False)
+    title = StrictCharField(max_length=200, trim_whitespace=False, required=False, validators=[title_validator])
+    content = StrictCharField(max_length=10_000, trim_whitespace=False, required=False, validators=[text_validator])

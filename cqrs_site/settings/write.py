@@ -13,9 +13,13 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # The API's OpenAPI schema and Swagger UI (cqrs_site/openapi.py), its assets served locally.
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     *INSTALLED_APPS,
 ]
 MIDDLEWARE = [
+    "cqrs_site.telemetry.route_label",
     "django.middleware.security.SecurityMiddleware",
     # The admin's CSS and JS, served by the write pool itself (no separate web server to run).
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -50,3 +54,23 @@ WHITENOISE_USE_FINDERS = env_bool("WHITENOISE_USE_FINDERS", False)
 # Failed admin logins per client address (Redis-counted); then 429 until the window ends.
 ADMIN_LOGIN_FAILURES_LIMIT = int(os.environ.get("ADMIN_LOGIN_FAILURES_LIMIT", "10"))
 ADMIN_LOGIN_WINDOW_SECONDS = int(os.environ.get("ADMIN_LOGIN_WINDOW_SECONDS", "900"))
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "CQRS posts API",
+    "DESCRIPTION": (
+        "Users, posts and their like/dislike counters. Reads are served from a cache kept in step by "
+        "events; every answer carries its `version` (also as ETag). After a write, send its version as "
+        "`X-Min-Version` to read at least that version back. Every error has the shape "
+        '`{"error": {"code", "message", "fields"?}}`. Writes need `Authorization: Token <key>`.'
+    ),
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "cqrs_site.openapi.closed_request_bodies",
+    ],
+}

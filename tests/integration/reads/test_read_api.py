@@ -42,7 +42,8 @@ def test_x_min_version_skips_an_older_cached_entry(client, post):
     assert client.get(f"/api/posts/{post['id']}").json()["version"] == 2  # and the fill moved the cache on
 
 
-@pytest.mark.parametrize("bad", ["-1", "abc", "1.5", "9" * 30])
+# "²" and "٣" are digits to str.isdigit but not to int(): they once made a 500.
+@pytest.mark.parametrize("bad", ["-1", "abc", "1.5", "9" * 30, "²", "٣"])
 def test_a_malformed_x_min_version_is_a_400(client, post, bad):
     answer = client.get(f"/api/posts/{post['id']}", HTTP_X_MIN_VERSION=bad)
     assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid"
@@ -61,8 +62,17 @@ def test_a_post_created_after_its_id_was_looked_up_is_readable(client, author):
     assert client.get(f"/api/posts/{post['id']}", HTTP_X_MIN_VERSION="1").status_code == 200
 
 
-def test_reads_never_accept_writes(client, post):
-    assert client.put(f"/api/posts/{post['id']}/likes").status_code == 405
+def test_reads_never_accept_writes_and_a_405_names_the_allowed_methods(client, post):
+    answer = client.put(f"/api/posts/{post['id']}/likes")
+    assert (answer.status_code, answer["Allow"]) == (405, "GET, HEAD")
+    assert client.patch(f"/api/posts/{post['id']}", {"title": "x"})["Allow"] == "GET, HEAD, PATCH, DELETE, OPTIONS"
+
+
+@pytest.mark.urls("cqrs_site.urls_read")
+@pytest.mark.parametrize("path", ["/api/users", "/api/posts"])
+def test_the_read_pool_answers_a_get_of_a_creation_path_with_405_not_404(client, path):
+    answer = client.get(path)
+    assert (answer.status_code, answer["Allow"], answer.json()["error"]["code"]) == (405, "POST", "method_not_allowed")
 
 
 def test_user_posts_are_newest_first_with_a_cursor_and_skip_deleted(client, author):
