@@ -79,7 +79,7 @@ class ConsumerRunner:
         self.stopping.set()
 
     def run(self) -> None:
-        serve_metrics(self.metrics_port)
+        serve_metrics(self.metrics_port, settings.METRICS_HOST)
         self.consumer.subscribe([self.spec.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         logger.info("consumer %s joined group %s on %s", self.spec.name, self.spec.group, self.spec.topic)
         try:

@@ -3,14 +3,13 @@
 gunicorn pools run several worker processes: deploy/gunicorn_*.py point PROMETHEUS_MULTIPROC_DIR
 at a directory of their own, where each worker keeps its values (prometheus-client's
 multiprocess mode), and `/metrics` adds them up. The consumer and the relay are one process
-each and serve their own registry on a port of their own (`serve_metrics`).
+each and serve their own registry on a port of their own (`serve_metrics`). HAProxy does not
+route /metrics: Prometheus scrapes every instance directly.
 """
 
 import os
 
-from django.http import HttpResponse
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
     Counter,
@@ -116,12 +115,8 @@ def exposition() -> bytes:
     return generate_latest(registry)
 
 
-def metrics_view(request):
-    """GET /metrics on each pool instance. HAProxy does not route it: scrape instances directly."""
-    return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
-
-
-def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
-    """Serve /metrics from a background thread (the consumer and the relay); 0 means off."""
+def serve_metrics(port: int, host: str) -> None:
+    """Serve /metrics from a background thread (the consumer and the relay); port 0 means off.
+    The pools answer /metrics in their WSGI layer (cqrs_site/telemetry.py)."""
     if port:
         start_http_server(port, addr=host)

@@ -1,4 +1,6 @@
-"""The outermost WSGI layer of both pools: request id, request metrics and the access log.
+"""The outermost WSGI layer of both pools: request id, request metrics, the access log, and
+GET /metrics (answered here, below Django: a scraper reaches each instance by its address, which
+ALLOWED_HOSTS need not list, and a scrape costs no middleware).
 
 It wraps everything, the read pool's cache-hit layer included, so a hit is counted and timed
 like any other request. The route label is the URL pattern (`api/posts/<str:post_id>`), never
@@ -10,9 +12,10 @@ import logging
 import time
 
 from django.conf import settings
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from .logs import request_id_clear, request_id_set
-from .metrics import HTTP_REQUEST_SECONDS, HTTP_REQUESTS
+from .metrics import HTTP_REQUEST_SECONDS, HTTP_REQUESTS, exposition
 
 access_log = logging.getLogger("cqrs.access")
 
@@ -59,6 +62,10 @@ class Instrumented:
         return children
 
     def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") == "/metrics" and environ.get("REQUEST_METHOD") == "GET":
+            body = exposition()
+            start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(body)))])
+            return [body]
         started = time.perf_counter()
         request_id = request_id_set(environ.get("HTTP_X_REQUEST_ID"))
         status = ["500"]

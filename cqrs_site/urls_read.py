@@ -3,11 +3,9 @@
 from django.urls import include, path
 
 from . import health
-from .metrics import metrics_view
 
 urlpatterns = [
     path("api/", include("reads.urls")),
     path("healthz", health.healthz),
     path("readyz", health.readyz),
-    path("metrics", metrics_view),
 ]

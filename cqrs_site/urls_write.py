@@ -12,7 +12,6 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from cqrs_site import health
 from cqrs_site.errors import MethodNotAllowed
-from cqrs_site.metrics import metrics_view
 from reads import apis as reads
 from writes import apis as writes
 
@@ -44,7 +43,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", health.healthz),
     path("readyz", health.readyz),
-    path("metrics", metrics_view),
     # The API's description; cqrs_site/openapi.py explains why it has a URLconf of its own.
     path("api/schema/", SpectacularAPIView.as_view(urlconf="cqrs_site.openapi"), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),

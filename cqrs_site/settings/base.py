@@ -162,6 +162,7 @@ CONSUMER_LOG_EVENTS = env_bool("CONSUMER_LOG_EVENTS", True)
 CONSUMER_STATS_INTERVAL_MS = int(os.environ.get("CONSUMER_STATS_INTERVAL_MS", "2000"))
 # The consumer's and the relay's /metrics port (0: not served). Pools serve /metrics on their own port.
 METRICS_PORT = int(os.environ.get("METRICS_PORT") or 0)
+METRICS_HOST = os.environ.get("METRICS_HOST", "127.0.0.1")  # 0.0.0.0 in a container
 
 # --- API --------------------------------------------------------------------------------------
 REST_FRAMEWORK = {

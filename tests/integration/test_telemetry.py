@@ -160,11 +160,12 @@ def test_a_write_the_fence_refuses_is_counted():
     assert sample("cqrs_cache_writes_total", writer="consumer", result="refused") == before + 2
 
 
-def test_metrics_are_served_at_slash_metrics_in_prometheus_text_format(client):
+def test_metrics_are_served_at_slash_metrics_in_prometheus_text_format_whatever_the_host(write_app):
     services.user_create(username="scraped")
-    answer = client.get("/metrics")
-    assert answer.status_code == 200 and answer["Content-Type"].startswith("text/plain")
-    text = answer.content.decode()
+    # A scraper names the instance by its address, which ALLOWED_HOSTS need not list.
+    status, headers, body = call(write_app, "GET", "/metrics", headers={"Host": "10.1.2.3:8000"})
+    assert status == 200 and headers["Content-Type"].startswith("text/plain")
+    text = body.decode()
     for name in ("cqrs_http_requests_total", "cqrs_cache_lookups_total", "cqrs_outbox_publish_total"):
         assert f"# HELP {name} " in text
     assert 'cqrs_outbox_publish_total{result="acked",sender="write"}' in text

@@ -32,7 +32,7 @@ class Command(BaseCommand):
     def handle(self, *args, once, grace, metrics_port, **options):
         grace = settings.RELAY_GRACE_SECONDS if grace is None else grace
         if not once:
-            serve_metrics(metrics_port)
+            serve_metrics(metrics_port, settings.METRICS_HOST)
         stopping = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stopping.set())

@@ -1,0 +1,83 @@
+"""The scrape configs and the Grafana dashboard in deploy/ agree with what the code exports."""
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+from prometheus_client import Counter, Gauge, Histogram
+
+from cqrs_site import metrics
+
+ROOT = Path(__file__).resolve().parents[3]
+DASHBOARD = json.loads((ROOT / "deploy/grafana/dashboards/cqrs.json").read_text())
+COMPOSE = yaml.safe_load((ROOT / "deploy/compose.yaml").read_text())
+
+
+def exported_series() -> set[str]:
+    """Every series name cqrs_site/metrics.py defines, with the suffixes Prometheus sees."""
+    names = set()
+    for value in vars(metrics).values():
+        if isinstance(value, Counter):
+            names.add(value._name + "_total")
+        elif isinstance(value, Histogram):
+            names |= {value._name + suffix for suffix in ("_bucket", "_sum", "_count")}
+        elif isinstance(value, Gauge):
+            names.add(value._name)
+    return names
+
+
+def dashboard_series(prefix: str) -> set[str]:
+    expressions = [target["expr"] for panel in DASHBOARD["panels"] for target in panel["targets"]]
+    return {name for expr in expressions for name in re.findall(rf"\b{prefix}[a-z_]+", expr)}
+
+
+def test_every_cqrs_series_on_the_dashboard_is_one_the_code_exports():
+    used = dashboard_series("cqrs_")
+    assert used and used <= exported_series(), used - exported_series()
+
+
+def test_the_dashboard_shows_what_the_issue_asks_for():
+    used = dashboard_series("cqrs_")
+    for wanted in (
+        "cqrs_http_requests_total",
+        "cqrs_http_request_duration_seconds_bucket",
+        "cqrs_cache_lookups_total",
+        "cqrs_cache_writes_total",
+        "cqrs_consumer_lag_messages",
+        "cqrs_consumer_events_applied_total",
+        "cqrs_write_to_apply_seconds_bucket",
+        "cqrs_relay_pending_events",
+        "cqrs_relay_publish_errors_total",
+        "cqrs_consumer_dead_lettered_total",
+    ):
+        assert wanted in used, wanted
+    assert len({panel["id"] for panel in DASHBOARD["panels"]}) == len(DASHBOARD["panels"])
+
+
+def test_compose_prometheus_scrapes_every_process_where_it_listens():
+    config = yaml.safe_load((ROOT / "deploy/prometheus.yml").read_text())
+    services = COMPOSE["services"]
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    for job, service in (("read-pool", "read"), ("write-pool", "write")):
+        [target] = jobs[job]["dns_sd_configs"]
+        assert target["names"] == [service]
+        assert services[service]["environment"]["GUNICORN_BIND"].endswith(f":{target['port']}")
+    for job in ("consumer", "relay"):
+        [target] = jobs[job]["dns_sd_configs"]
+        assert target["names"] == [job] and services[job]["environment"]["METRICS_PORT"] == str(target["port"])
+        assert services[job]["environment"]["METRICS_HOST"] == "0.0.0.0"
+    assert jobs["haproxy"]["static_configs"][0]["targets"] == [
+        "haproxy:" + services["haproxy"]["environment"]["HAPROXY_STATS_BIND"].rsplit(":", 1)[1]
+    ]
+    mounts = {volume.split(":")[0] for volume in services["prometheus"]["volumes"]}
+    assert mounts == {"./prometheus.yml"}
+    for volume in services["grafana"]["volumes"]:
+        assert (ROOT / "deploy" / volume.split(":")[0]).exists(), volume
+
+
+def test_the_local_prometheus_config_reads_the_targets_make_up_writes():
+    config = yaml.safe_load((ROOT / "deploy/prometheus.local.yml").read_text())
+    [job] = config["scrape_configs"]
+    [files] = job["file_sd_configs"]
+    assert (ROOT / "deploy" / files["files"][0]).resolve() == (ROOT / ".run" / "prometheus-targets.json").resolve()
