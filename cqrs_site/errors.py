@@ -33,6 +33,20 @@ class InvalidInput(ApiError):
     code = "invalid"
 
 
+class BadRequest(ApiError):
+    """What Django itself refuses before any view (a Host not in ALLOWED_HOSTS, bad syntax)."""
+
+    status_code = 400
+    code = "bad_request"
+    default_message = "The request is malformed (its Host header or syntax)."
+
+
+class Forbidden(ApiError):
+    status_code = 403
+    code = "forbidden"
+    default_message = "Not allowed."
+
+
 class NotFound(ApiError):
     status_code = 404
     code = "not_found"
@@ -62,3 +76,11 @@ class Unavailable(ApiError):
     status_code = 503
     code = "unavailable"
     default_message = "A backing service is unavailable; retry later."
+
+
+class ServerError(ApiError):
+    """An unhandled exception: logged with its request id; the client learns nothing of it."""
+
+    status_code = 500
+    code = "server_error"
+    default_message = "The server failed to answer this request; it was logged. Retrying may help."

@@ -55,3 +55,9 @@ urlpatterns = [
     path("api/posts/<str:post_id>/like", by_method(write_view=writes.PostReactApi.as_view(reaction="like"))),
     path("api/posts/<str:post_id>/dislike", by_method(write_view=writes.PostReactApi.as_view(reaction="dislike"))),
 ]
+
+# Errors Django answers itself (no route, an unhandled exception, a bad Host) in the API's shape.
+handler400 = "cqrs_site.handlers.bad_request"
+handler403 = "cqrs_site.handlers.permission_denied"
+handler404 = "cqrs_site.handlers.not_found"
+handler500 = "cqrs_site.handlers.server_error"

@@ -169,3 +169,26 @@ def test_metrics_are_served_at_slash_metrics_in_prometheus_text_format_whatever_
     for name in ("cqrs_http_requests_total", "cqrs_cache_lookups_total", "cqrs_outbox_publish_total"):
         assert f"# HELP {name} " in text
     assert 'cqrs_outbox_publish_total{result="acked",sender="write"}' in text
+
+
+@pytest.mark.parametrize("path", ["/api/nope", "/api/posts/x/y/z", "/nothing"])
+def test_a_path_nothing_serves_is_a_json_404_in_the_one_error_shape(write_app, read_app, path):
+    for app in (write_app, read_app):
+        status, headers, body = call(app, "POST" if app is write_app else "GET", path)
+        assert (status, headers["Content-Type"]) == (404, "application/json")
+        assert json.loads(body)["error"]["code"] == "not_found"
+
+
+def test_an_unhandled_exception_is_a_json_500_counted_and_logged_with_the_request_id(read_app, monkeypatch, caplog):
+    from reads import selectors
+
+    def broken(**kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(selectors, "post_get", broken)
+    before = sample("cqrs_http_requests_total", role="read", route=POST_ROUTE, method="GET", status="500")
+    status, headers, body = call(read_app, "GET", "/api/posts/" + "a" * 24, headers={"X-Request-ID": "trace-500"})
+    assert (status, json.loads(body)["error"]["code"]) == (500, "server_error")
+    assert b"a bug" not in body and headers["X-Request-ID"] == "trace-500"
+    assert sample("cqrs_http_requests_total", role="read", route=POST_ROUTE, method="GET", status="500") == before + 1
+    assert any(record.exc_info and "a bug" in str(record.exc_info[1]) for record in caplog.records)
