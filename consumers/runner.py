@@ -44,6 +44,16 @@ POISON = (ValueError, KeyError, TypeError)
 MAX_BACKOFF_SECONDS = 5.0
 
 
+def partition_lag(stats: dict) -> int | None:
+    """A held partition's lag from its librdkafka statistics, None while unknown. librdkafka
+    reports -1 until this group has an offset there; then every message from the low
+    watermark on is unread."""
+    lag, high, low = stats.get("consumer_lag", -1), stats.get("hi_offset", -1), stats.get("lo_offset", -1)
+    if lag >= 0:
+        return lag
+    return high - low if high >= 0 and low >= 0 else None
+
+
 class ConsumerRunner:
     def __init__(
         self,
@@ -159,12 +169,16 @@ class ConsumerRunner:
 
     def _on_stats(self, raw: str) -> None:
         """librdkafka's statistics (every CONSUMER_STATS_INTERVAL_MS, on the consuming thread):
-        the lag of each partition this member holds; series of partitions it lost are removed."""
+        the lag of each partition this member holds; series of partitions it lost are removed.
+        While a batch is being retried (a server down) no statistics arrive: the lag holds its
+        last value and cqrs_consumer_apply_failures_total climbs."""
         held = set()
         for topic, data in orjson.loads(raw).get("topics", {}).items():
             for partition, stats in data.get("partitions", {}).items():
-                lag = stats.get("consumer_lag", -1)
-                if partition == "-1" or lag < 0 or stats.get("fetch_state") in (None, "none", "stopped"):
+                if partition == "-1" or stats.get("fetch_state") in (None, "none", "stopping", "stopped"):
+                    continue
+                lag = partition_lag(stats)
+                if lag is None:
                     continue
                 held.add((topic, partition))
                 CONSUMER_LAG.labels(self.spec.name, topic, partition).set(lag)

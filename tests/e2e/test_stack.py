@@ -126,6 +126,20 @@ def test_every_process_serves_metrics_and_the_staleness_histogram_moves_with_wri
         assert time.monotonic() < deadline, "the consumers did not count the writes' delays"
         time.sleep(0.2)
 
+    # Between them the two consumers hold the 6 partitions, and report the lag of each.
+    deadline = time.monotonic() + 10
+    while True:
+        lag = {
+            name: value
+            for address in targets["consumer"]
+            for name, value in scrape(address).items()
+            if name.startswith("cqrs_consumer_lag_messages")
+        }
+        if len(lag) == 6 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert len(lag) == 6 and all(value >= 0 for value in lag.values()), lag
+
     writes = scrape(targets["write-pool"][0])
     assert writes['cqrs_outbox_publish_total{result="acked",sender="write"}'] >= 6
     assert any(name.startswith("cqrs_http_request_duration_seconds_bucket") for name in writes)
