@@ -105,10 +105,18 @@ READ_ERRORS = {304: NOT_MODIFIED, 400: INVALID, 404: NOT_FOUND, 503: UNAVAILABLE
 WRITE_ERRORS = {401: UNAUTHENTICATED, 413: TOO_LARGE, 415: UNSUPPORTED, 429: THROTTLED, 503: UNAVAILABLE}
 
 
+READ_DESCRIPTION = (
+    "Served from the read cache (`X-Cache: hit`) or, on a miss, from MongoDB and then cached (`miss`); "
+    "`degraded` when Redis is unreachable. The cache follows writes within milliseconds; send a write's "
+    "`version` as `X-Min-Version` to be sure of reading it."
+)
+
+
 def read(response, summary: str, **extra):
     """A read endpoint: no authentication, X-Min-Version and If-None-Match honoured."""
     return extend_schema(
         summary=summary,
+        description=READ_DESCRIPTION,
         auth=[],
         parameters=[MIN_VERSION, IF_NONE_MATCH, etag(200, 304)],
         responses={200: response, **READ_ERRORS},
@@ -132,9 +140,8 @@ def write(request, responses: dict, summary: str):
 # --- One documenting view per path ----------------------------------------------------------
 
 
+# Documentation only: the read views themselves are plain Django views (reads/apis.py).
 class Reader(APIView):
-    """Documentation only: the read views are plain Django views."""
-
     authentication_classes: list = []
     permission_classes: list = []
 
@@ -154,6 +161,7 @@ class UserDoc(Reader):
 class UserPostsDoc(Reader):
     @extend_schema(
         summary="A user's live posts, newest first",
+        description="Pages through the user's posts that are not deleted; each post's body comes from the cache.",
         auth=[],
         parameters=[
             OpenApiParameter(

@@ -117,3 +117,21 @@ def test_a_wrong_password_stays_on_the_login_page(stack, page):
     assert "Please enter the correct username and password" in page.locator(".errornote").inner_text()
     page.goto(stack.url + "/admin/mongodb/posts/")
     assert "/admin/login/" in page.url
+
+
+def test_the_swagger_ui_lists_every_operation_and_tries_one_against_the_api(stack, page):
+    user = stack.writer.post(stack.url + "/api/users", json={"username": "documented"}).json()
+    page.goto(stack.url + "/api/docs/")
+    operations = page.locator(".opblock")
+    operations.first.wait_for()
+    assert operations.count() == 10  # every path and method of the schema
+    page.locator(".opblock-get", has_text="/api/users/{user_id}").first.locator(".opblock-summary").click()
+    page.click("text=Try it out")
+    page.fill("input[placeholder=user_id]", user["id"])
+    page.click("text=Execute")
+    answer = page.locator(".live-responses-table tbody .response-col_status").first
+    answer.wait_for()
+    assert answer.inner_text().strip() == "200"
+    assert user["username"] in page.locator(".live-responses-table .microlight").first.inner_text()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "api-docs.png"), full_page=False)
