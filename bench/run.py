@@ -170,34 +170,23 @@ class Bench:
 
     # --- data --------------------------------------------------------------------------------
     def load(self) -> None:
-        """N posts by 100 users, inserted as the write services store them (version 1, an empty
+        """N posts by 100 users, inserted as the write services store them (version 1, no
         outbox: their creation events are not part of the load), then the cache warmed."""
         import pymongo
-        from bson import ObjectId
+
+        from writes.services import post_document, user_document
 
         log(f"loading {self.args.posts} posts")
         started = time.monotonic()
         db = pymongo.MongoClient(self.env["MONGODB_URI"]).get_database()
         now = datetime.now(UTC)
-        users = [
-            {"_id": ObjectId(), "username": f"bench{n}", "created_at": now, "version": 1, "outbox": []}
-            for n in range(100)
-        ]
+        # The services' own document builders, without the outbox events (nothing to publish:
+        # the cache is warmed from MongoDB below).
+        users = [user_document(username=f"bench{n}", now=now) for n in range(100)]
         db.users.insert_many(users)
+        content = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 8
         posts = [
-            {
-                "_id": ObjectId(),
-                "user_id": users[n % 100]["_id"],
-                "title": f"Post number {n}",
-                "content": "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 8,
-                "like_count": 0,
-                "dislike_count": 0,
-                "created_at": now,
-                "updated_at": now,
-                "version": 1,
-                "deleted": False,
-                "outbox": [],
-            }
+            post_document(author=users[n % 100]["_id"], title=f"Post number {n}", content=content, now=now)
             for n in range(self.args.posts)
         ]
         for start in range(0, len(posts), 1000):

@@ -1,4 +1,5 @@
-"""What both pools' gunicorn settings share: metrics across workers, and JSON logs.
+"""What both pools' gunicorn settings share: timeouts, logging, the control socket, and
+metrics across workers. deploy/gunicorn_{read,write}.py import all of it.
 
 Metrics: each worker keeps its values in files under PROMETHEUS_MULTIPROC_DIR, one directory per
 gunicorn instance (the launcher gives each its own; otherwise a temporary one), emptied when the
@@ -8,6 +9,19 @@ master starts; `/metrics` adds up the files (cqrs_site/metrics.py).
 import os
 import shutil
 import tempfile
+
+timeout = 30
+graceful_timeout = 20
+keepalive = 10
+preload_app = False
+# The application logs each request as JSON, with its request id (CQRS_ACCESS_LOG); gunicorn's
+# own access log only if asked for.
+accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
+errorlog = "-"
+# gunicorn's control socket defaults to one path per user ($HOME/.gunicorn/gunicorn.ctl), which
+# every instance on a host would share; off unless given a path of its own.
+control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET") or "unused"
+control_socket_disable = not os.environ.get("GUNICORN_CONTROL_SOCKET")
 
 _own_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 # Set before any worker imports prometheus_client, which reads it at import time.

@@ -6,7 +6,7 @@ gevent workers: a read is mostly waiting on Redis, so one process serves many at
 
 import os
 
-from deploy.gunicorn_common import child_exit, logconfig_dict, on_exit, on_starting  # noqa: F401
+from deploy.gunicorn_common import *  # noqa: F403 (timeouts, logging, the metrics hooks)
 
 raw_env = ["DJANGO_SETTINGS_MODULE=cqrs_site.settings.read"]
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8101")
@@ -14,18 +14,6 @@ worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gevent")
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
 threads = int(os.environ.get("GUNICORN_THREADS", "1"))  # for worker_class gthread
-timeout = 30
-graceful_timeout = 20
-keepalive = 10
-preload_app = False
-# The application logs each request as JSON, with its request id (CQRS_ACCESS_LOG); gunicorn's
-# own access log only if asked for.
-accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
-errorlog = "-"
-# gunicorn's control socket defaults to one path per user ($HOME/.gunicorn/gunicorn.ctl), which
-# every instance on a host would share; off unless given a path of its own.
-control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET") or "unused"
-control_socket_disable = not os.environ.get("GUNICORN_CONTROL_SOCKET")
 
 
 def post_worker_init(worker):

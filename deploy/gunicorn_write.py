@@ -6,25 +6,13 @@ client is thread-based (gevent would block on it). One producer per worker, made
 
 import os
 
-from deploy.gunicorn_common import child_exit, logconfig_dict, on_exit, on_starting  # noqa: F401
+from deploy.gunicorn_common import *  # noqa: F403 (timeouts, logging, the metrics hooks)
 
 raw_env = ["DJANGO_SETTINGS_MODULE=cqrs_site.settings.write"]
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8201")
 worker_class = "gthread"
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
-timeout = 30
-graceful_timeout = 20
-keepalive = 10
-preload_app = False
-# The application logs each request as JSON, with its request id (CQRS_ACCESS_LOG); gunicorn's
-# own access log only if asked for.
-accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
-errorlog = "-"
-# gunicorn's control socket defaults to one path per user ($HOME/.gunicorn/gunicorn.ctl), which
-# every instance on a host would share; off unless given a path of its own.
-control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET") or "unused"
-control_socket_disable = not os.environ.get("GUNICORN_CONTROL_SOCKET")
 
 
 def post_worker_init(worker):

@@ -7,6 +7,7 @@ from django.http import HttpResponse
 from cqrs_site.errors import ApiError, InvalidInput, MethodNotAllowed
 
 from . import selectors
+from .cache import PREFETCHED
 
 JSON = "application/json"
 MAX_PAGE = 100
@@ -69,19 +70,23 @@ def found_response(request, found: selectors.Found) -> HttpResponse:
     return response
 
 
+def read_args(request) -> dict:
+    return {"min_version": min_version(request), "prefetched": request.environ.get(PREFETCHED)}
+
+
 @read_api
 def user_detail(request, user_id: str):
-    return found_response(request, selectors.user_get(user_id=user_id, min_version=min_version(request)))
+    return found_response(request, selectors.user_get(user_id=user_id, **read_args(request)))
 
 
 @read_api
 def post_detail(request, post_id: str):
-    return found_response(request, selectors.post_get(post_id=post_id, min_version=min_version(request)))
+    return found_response(request, selectors.post_get(post_id=post_id, **read_args(request)))
 
 
 @read_api
 def post_likes(request, post_id: str):
-    return found_response(request, selectors.post_likes_get(post_id=post_id, min_version=min_version(request)))
+    return found_response(request, selectors.post_likes_get(post_id=post_id, **read_args(request)))
 
 
 @read_api

@@ -39,6 +39,11 @@ if version > 0 then redis.call('SET', KEYS[2], version, 'PX', ARGV[4]) end
 return 1
 """
 
+# The WSGI environ key under which the read pool's fast path (reads/fastpath.py) leaves what it
+# read, `(key, raw value or None)`, when it hands the request to Django: the view then does not
+# read the same key again.
+PREFETCHED = "cqrs.cache_entry"
+
 # Version-0 tombstones (ids MongoDB does not know) only shield MongoDB from repeated misses.
 ABSENT_TTL_MS = 30_000
 

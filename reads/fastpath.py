@@ -15,7 +15,7 @@ from cqrs_site.metrics import CACHE_LOOKUPS
 from cqrs_site.telemetry import ROUTE
 
 from .apis import etag_for, is_version
-from .cache import cache_client
+from .cache import PREFETCHED, cache_client
 from .keys import post_key, post_likes_key, user_key
 
 HOT_PATH = re.compile(r"^/api/(?:(users)/([0-9a-fA-F]{24})|(posts)/([0-9a-fA-F]{24})(/likes)?)$")
@@ -66,6 +66,7 @@ class CacheHits:
             raw = cache_client().get(key)
         except RedisError:
             return None  # Django serves it from MongoDB, marked degraded
+        environ[PREFETCHED] = (key, raw)  # whatever follows, Django need not read it again
         if not raw:
             return None
         stored, _, body = raw.partition(b":")

@@ -86,13 +86,16 @@ def _fill(aggregate: str, oid, key: str, min_version: int) -> Entry:
     return _pick(entries, key)
 
 
-def _read(aggregate: str, doc_id: str, key_of, min_version: int) -> Found:
+def _read(aggregate: str, doc_id: str, key_of, min_version: int, prefetched: tuple | None) -> Found:
     oid = object_id(doc_id)
     if oid is None:
         raise NotFound()
     key = key_of(doc_id)
     try:
-        entry = cache.cache_get(key)
+        if prefetched is not None and prefetched[0] == key:
+            entry = cache.decode(key, prefetched[1])  # the fast path's read of this request
+        else:
+            entry = cache.cache_get(key)
         if entry is not None and entry.version >= min_version:
             CACHE_LOOKUPS.labels(HIT).inc()
             return _found(entry, HIT)
@@ -104,16 +107,19 @@ def _read(aggregate: str, doc_id: str, key_of, min_version: int) -> Found:
         return _found(_pick(_load(aggregate, oid), key), DEGRADED)
 
 
-def user_get(*, user_id: str, min_version: int = 0) -> Found:
-    return _read(USER, user_id, user_key, min_version)
+# `prefetched`: what this request's fast path already read from Redis (reads/cache.py PREFETCHED).
 
 
-def post_get(*, post_id: str, min_version: int = 0) -> Found:
-    return _read(POST, post_id, post_key, min_version)
+def user_get(*, user_id: str, min_version: int = 0, prefetched: tuple | None = None) -> Found:
+    return _read(USER, user_id, user_key, min_version, prefetched)
 
 
-def post_likes_get(*, post_id: str, min_version: int = 0) -> Found:
-    return _read(POST, post_id, post_likes_key, min_version)
+def post_get(*, post_id: str, min_version: int = 0, prefetched: tuple | None = None) -> Found:
+    return _read(POST, post_id, post_key, min_version, prefetched)
+
+
+def post_likes_get(*, post_id: str, min_version: int = 0, prefetched: tuple | None = None) -> Found:
+    return _read(POST, post_id, post_likes_key, min_version, prefetched)
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -1,4 +1,5 @@
-"""Events: past-tense, state-carrying, versioned. Leaf module (stdlib, bson and orjson only).
+"""Events: past-tense, state-carrying, versioned. Leaf module (stdlib, bson, orjson and the
+stdlib-only cqrs_site.logs).
 
 An event carries the aggregate's full new state and its version, so applying one twice, or an
 older one after a newer one, changes nothing: consumers fence on the version.
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import orjson
+
+from cqrs_site.logs import request_id_get
 
 USER = "user"
 POST = "post"
@@ -101,10 +104,12 @@ def post_reactions(state: dict) -> dict:
 STATE_BUILDERS = {USER: user_state, POST: post_state}
 
 
-def outbox_entry(*, event_type: str, aggregate: str, state, request_id: str | None = None) -> dict:
+def outbox_entry(*, event_type: str, aggregate: str, state) -> dict:
     """A pending event as stored in the document's outbox. `state` holds raw document fields,
-    or, inside a pipeline update, the `$field` references that copy them atomically.
-    `request_id` (the write's, when it came over HTTP) travels with the event as a header."""
+    or, inside a pipeline update, the `$field` references that copy them atomically. The
+    current request id (the HTTP request's, or a command's) travels with it as a header; it
+    cannot hold a "$" (cqrs_site/logs.py), so a pipeline update keeps it as text."""
+    request_id = request_id_get()
     entry = {
         "event_id": uuid.uuid4().hex,
         "type": event_type,

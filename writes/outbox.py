@@ -20,7 +20,6 @@ from confluent_kafka import KafkaException, Producer
 from django.conf import settings
 from pymongo.errors import PyMongoError
 
-from cqrs_site.logs import request_id_get
 from cqrs_site.metrics import OUTBOX_PUBLISHES, RELAY_PENDING, RELAY_PUBLISH_ERRORS
 
 from .documents import Post, User, object_id
@@ -229,10 +228,7 @@ def events_replay(
     found = set()
     for document in document_class._get_collection().find(query, dict.fromkeys(fields, 1)):
         found.add(str(document["_id"]))
-        entry = outbox_entry(
-            event_type=REPLAYED[aggregate], aggregate=aggregate, state=document, request_id=request_id_get()
-        )
-        event = Event.from_outbox(entry)
+        event = Event.from_outbox(outbox_entry(event_type=REPLAYED[aggregate], aggregate=aggregate, state=document))
         with lock:
             outstanding[0] += 1
             all_done.clear()

@@ -10,7 +10,6 @@ from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
 from cqrs_site.errors import Conflict, InvalidInput, NotFound
-from cqrs_site.logs import request_id_get
 
 from .documents import Post, User, object_id
 from .events import (
@@ -36,13 +35,31 @@ def _publish(aggregate: str, document: dict) -> None:
     outbox_publish(aggregate=aggregate, aggregate_id=document["_id"], entries=document["outbox"][-1:])
 
 
+def user_document(*, username: str, now) -> dict:
+    """A new user's MongoDB document, version 1, its outbox not yet added."""
+    return {"_id": ObjectId(), "username": username, "created_at": now, "version": 1}
+
+
+def post_document(*, author: ObjectId, title: str, content: str, now) -> dict:
+    """A new post's MongoDB document, version 1, its outbox not yet added."""
+    return {
+        "_id": ObjectId(),
+        "user_id": author,
+        "title": title,
+        "content": content,
+        "like_count": 0,
+        "dislike_count": 0,
+        "created_at": now,
+        "updated_at": now,
+        "version": 1,
+        "deleted": False,
+    }
+
+
 def user_create(*, username: str) -> dict:
     """Create a user; Conflict when the username is taken."""
-    now = utc_now()
-    document = {"_id": ObjectId(), "username": username, "created_at": now, "version": 1}
-    document["outbox"] = [
-        outbox_entry(event_type=USER_CREATED, aggregate=USER, state=dict(document), request_id=request_id_get())
-    ]
+    document = user_document(username=username, now=utc_now())
+    document["outbox"] = [outbox_entry(event_type=USER_CREATED, aggregate=USER, state=dict(document))]
     try:
         User._get_collection().insert_one(document)
     except DuplicateKeyError:
@@ -56,22 +73,8 @@ def post_create(*, user_id: str, title: str, content: str) -> dict:
     author = object_id(user_id)
     if author is None or User._get_collection().find_one({"_id": author}, {"_id": 1}) is None:
         raise InvalidInput("No user has this user_id.", fields={"user_id": ["unknown user"]})
-    now = utc_now()
-    document = {
-        "_id": ObjectId(),
-        "user_id": author,
-        "title": title,
-        "content": content,
-        "like_count": 0,
-        "dislike_count": 0,
-        "created_at": now,
-        "updated_at": now,
-        "version": 1,
-        "deleted": False,
-    }
-    document["outbox"] = [
-        outbox_entry(event_type=POST_CREATED, aggregate=POST, state=dict(document), request_id=request_id_get())
-    ]
+    document = post_document(author=author, title=title, content=content, now=utc_now())
+    document["outbox"] = [outbox_entry(event_type=POST_CREATED, aggregate=POST, state=dict(document))]
     Post._get_collection().insert_one(document)
     _publish(POST, document)
     return post_state(document)
@@ -88,9 +91,7 @@ def _post_change(post_id: str, event_type: str, changes: dict, expected_version:
     if expected_version is not None:
         match["version"] = expected_version
     # The event's state is copied from the updated fields by the same atomic update ($field refs).
-    # (The request id cannot hold a "$": cqrs_site/logs.py accepts only [A-Za-z0-9._:-].)
-    state = {f: f"${f}" for f in POST_FIELDS}
-    event = outbox_entry(event_type=event_type, aggregate=POST, state=state, request_id=request_id_get())
+    event = outbox_entry(event_type=event_type, aggregate=POST, state={f: f"${f}" for f in POST_FIELDS})
     pipeline = [
         {"$set": {**changes, "version": {"$add": ["$version", 1]}, "updated_at": "$$NOW"}},
         {"$set": {"outbox": {"$concatArrays": [{"$ifNull": ["$outbox", []]}, [event]]}}},

@@ -85,10 +85,9 @@ def scrape(address: str) -> dict[str, float]:
 
 
 def test_one_request_id_is_followed_from_haproxys_log_to_the_consumers(stack):
-    user = stack.writer.post(stack.url + "/api/users", json={"username": "followed"}).json()
     liked = stack.writer.post(stack.url + f"/api/posts/{stack.create_posts(1)[0]}/like")
     request_id = liked.headers["X-Request-ID"]  # HAProxy made it: the client sent none
-    assert len(request_id) == 36 and user
+    assert len(request_id) == 36
 
     def lines_with_id():
         found = {}

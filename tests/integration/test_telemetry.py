@@ -1,10 +1,8 @@
 """Request ids and metrics through the pools' real WSGI stack (cqrs_site/wsgi.py's layers), against
 the real Redis, MongoDB and Kafka."""
 
-import io
 import json
 import uuid
-from wsgiref.util import setup_testing_defaults
 
 import pytest
 from confluent_kafka import Consumer
@@ -18,6 +16,7 @@ from reads.cache import cache_put
 from reads.fastpath import CacheHits
 from reads.projections import Entry
 from tests.conftest import eventually
+from tests.wsgi import wsgi_call as call
 from writes import services
 
 POST_ROUTE = "api/posts/<str:post_id>"
@@ -25,32 +24,6 @@ POST_ROUTE = "api/posts/<str:post_id>"
 
 def sample(name: str, **labels) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-def call(app, method: str, path: str, *, body: dict | None = None, headers: dict | None = None):
-    """One request straight into a WSGI application: (status, headers, body)."""
-    environ: dict = {}
-    setup_testing_defaults(environ)
-    data = json.dumps(body).encode() if body is not None else b""
-    environ.update(
-        REQUEST_METHOD=method,
-        PATH_INFO=path,
-        HTTP_HOST="127.0.0.1",
-        CONTENT_TYPE="application/json",
-        CONTENT_LENGTH=str(len(data)),
-        **{"wsgi.input": io.BytesIO(data)},
-    )
-    for name, value in (headers or {}).items():
-        environ["HTTP_" + name.upper().replace("-", "_")] = value
-    answer = {}
-
-    def start_response(status, response_headers, exc_info=None):
-        answer.update(status=int(status[:3]), headers=dict(response_headers))
-
-    chunks = app(environ, start_response)
-    content = b"".join(chunks)
-    getattr(chunks, "close", lambda: None)()
-    return answer["status"], answer["headers"], content
 
 
 @pytest.fixture

@@ -1,14 +1,15 @@
 """The read pool's WSGI fast path: a cache hit answered below Django, the same bytes and headers
 Django would send; everything else handed to Django untouched."""
 
-import io
-from wsgiref.util import setup_testing_defaults
+import threading
 
 import pytest
 from django.core.wsgi import get_wsgi_application
 
 from reads.cache import cache_client
 from reads.fastpath import CacheHits
+from reads.keys import post_key
+from tests.wsgi import wsgi_call
 from writes import services
 
 
@@ -24,16 +25,7 @@ class Spy:
 
 
 def call(app, path: str, method: str = "GET", **headers) -> tuple[int, dict, bytes]:
-    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "wsgi.input": io.BytesIO(b"")}
-    environ.update({f"HTTP_{name.upper()}": value for name, value in headers.items()})
-    setup_testing_defaults(environ)
-    answer = {}
-
-    def start_response(status, response_headers, exc_info=None):
-        answer["status"], answer["headers"] = int(status.split()[0]), dict(response_headers)
-
-    body = b"".join(app(environ, start_response))
-    return answer["status"], answer["headers"], body
+    return wsgi_call(app, method, path, headers=headers)
 
 
 @pytest.fixture
@@ -65,6 +57,45 @@ def test_a_hit_is_answered_below_django_with_djangos_bytes_and_headers(app, spy,
             assert fast[1][name] == django[1][name], name
         assert int(fast[1]["Content-Length"]) == len(body)
         spy.calls = 0
+
+
+def keys_read(action) -> list[str]:
+    """The keys clients GET from Redis while `action` runs, as Redis's MONITOR saw them (the
+    version-fence script's own reads left out)."""
+    seen, started = [], threading.Event()
+
+    def watch():
+        with cache_client().monitor() as monitor:
+            for command in monitor.listen():
+                words = command["command"].split()
+                if words == ["GET", "monitor:start"]:
+                    started.set()
+                elif words == ["GET", "monitor:stop"]:
+                    return
+                elif words[0] == "GET" and command.get("client_type") != "lua" and started.is_set():
+                    seen.append(words[1])
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    while not started.is_set():
+        cache_client().get("monitor:start")
+        started.wait(0.05)
+    action()
+    cache_client().get("monitor:stop")
+    watcher.join(5)
+    return seen
+
+
+def test_a_request_the_fast_path_hands_to_django_reads_its_key_from_redis_once(app, spy, post):
+    path = f"/api/posts/{post['id']}"
+    key = post_key(post["id"])
+    cache_client().flushdb()
+    assert keys_read(lambda: call(app, path)) == [key]  # a miss: the fast path's GET only
+    assert spy.calls == 1
+    services.post_delete(post_id=post["id"])  # no consumer here: the next miss fills a tombstone
+    cache_client().flushdb()
+    assert call(app, path)[0] == 404
+    assert keys_read(lambda: call(app, path)) == [key] and spy.calls == 3  # Django answers the tombstone
 
 
 def test_if_none_match_on_a_hit_answers_304(app, spy, post):
