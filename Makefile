@@ -29,6 +29,7 @@ bench: install
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	.venv/bin/lint-imports
 
 format: install
 	$(PY) -m ruff format .

@@ -9,7 +9,8 @@ import os
 
 import redis
 
-PREFIX = os.environ.get("CQRS_CACHE_PREFIX", "cqrs")
+from cqrs_site.core.codec import post_key, value_decode
+
 _client = None
 
 
@@ -25,8 +26,8 @@ def application(environ, start_response):
     if path in ("/readyz", "/healthz"):
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", "2")])
         return [b"{}"]
-    raw = _redis().get(f"{PREFIX}:post:{path.rpartition('/')[2]}") if path.startswith("/api/posts/") else None
-    body = raw.partition(b":")[2] if raw else b""
+    raw = _redis().get(post_key(path.rpartition("/")[2])) if path.startswith("/api/posts/") else None
+    body = value_decode(raw)[1] if raw else None
     if not body:
         start_response("404 Not Found", [("Content-Type", "application/json"), ("Content-Length", "2")])
         return [b"{}"]

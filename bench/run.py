@@ -204,10 +204,12 @@ class Bench:
     def flush_posts_from_cache(self) -> int:
         import redis
 
+        from cqrs_site.core.codec import AUXILIARY_SUFFIXES
+
         client = redis.Redis.from_url(self.env["REDIS_URL"])
         removed = 0
         for keys in _chunks(client.scan_iter(match="bench:post:*", count=2000), 2000):
-            keys = [k for k in keys if not k.endswith((b":hw", b":filling"))]
+            keys = [key for key in keys if not key.endswith(AUXILIARY_SUFFIXES)]  # entries, not their fences
             if keys:
                 removed += client.delete(*keys)
         return removed

@@ -4,12 +4,11 @@
 import time
 from datetime import datetime
 
-from cqrs_site.metrics import WRITE_TO_APPLY_SECONDS
+from cqrs_site.core.metrics import WRITE_TO_APPLY_SECONDS
 from reads.cache import cache_put
 from reads.projections import Entry, entries_for
-from writes.events import REPLAYED, Event, event_decode
-
-REPLAY_TYPES = frozenset(REPLAYED.values())
+from writes.aggregates import REPLAY_TYPES, event_decode
+from writes.events import Event
 
 
 class CacheProjection:

@@ -24,16 +24,17 @@ from collections import Counter
 from pathlib import Path
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from django.conf import settings
 
-from cqrs_site.metrics import (
+from cqrs_site.core.metrics import (
     CONSUMER_APPLY_FAILURES,
     CONSUMER_DEAD_LETTERED,
     CONSUMER_EVENTS_APPLIED,
     CONSUMER_LAG,
     serve_metrics,
 )
+from writes.producer import Deliveries, publisher_close
 
 from .registry import ConsumerSpec
 
@@ -73,7 +74,6 @@ class ConsumerRunner:
         self.stopping = threading.Event()
         self.applied = 0
         self.dead_lettered = 0
-        self._dlq_producer: Producer | None = None
         self.consumer = Consumer(
             {
                 **settings.KAFKA_CONSUMER_CONFIG,
@@ -101,8 +101,7 @@ class ConsumerRunner:
             if self.ready_file is not None:
                 self.ready_file.unlink(missing_ok=True)
             self.consumer.close()  # commits nothing new (auto-commit is off) and leaves the group
-            if self._dlq_producer is not None:
-                self._dlq_producer.flush(5)
+            publisher_close(timeout=5)  # the dead-letter sends, if any
             logger.info(
                 "consumer %s stopped: %d applied, %d dead-lettered", self.spec.name, self.applied, self.dead_lettered
             )
@@ -233,8 +232,6 @@ class ConsumerRunner:
     def _dead_letter(self, message, exc: Exception) -> bool:
         """Send a poison message to the dead-letter topic; False if even that failed."""
         logger.error("poison message %s[%d]@%d: %s", message.topic(), message.partition(), message.offset(), exc)
-        if self._dlq_producer is None:
-            self._dlq_producer = Producer(settings.KAFKA_PRODUCER_CONFIG)
         headers = [
             *(message.headers() or []),
             ("dlq.error", f"{type(exc).__name__}: {exc}".encode()[:1000]),
@@ -244,17 +241,13 @@ class ConsumerRunner:
             ("dlq.consumer", self.spec.name.encode()),
             ("dlq.at", str(time.time()).encode()),
         ]
-        delivered = []
-        self._dlq_producer.produce(
-            self.spec.dead_letter_topic,
-            key=message.key(),
-            value=message.value(),
-            headers=headers,
-            on_delivery=lambda err, _msg: delivered.append(err),
+        deliveries = Deliveries()
+        tag = f"{message.topic()}/{message.partition()}/{message.offset()}"
+        deliveries.produce(
+            self.spec.dead_letter_topic, tag=tag, key=message.key(), value=message.value(), headers=headers
         )
-        self._dlq_producer.flush(10)
-        if delivered != [None]:
-            logger.error("dead-letter publish failed (%s); the batch stays uncommitted", delivered)
+        if not deliveries.wait(10):
+            logger.error("dead-letter publish failed (%s); the batch stays uncommitted", deliveries.failed)
             return False
         self.dead_lettered += 1
         CONSUMER_DEAD_LETTERED.labels(self.spec.name).inc()

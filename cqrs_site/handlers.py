@@ -6,7 +6,7 @@ Paths under /admin/ keep Django's own pages: a person reads those in a browser.
 from django.http import HttpResponse
 from django.views import defaults
 
-from .errors import ApiError, BadRequest, Forbidden, NotFound, ServerError
+from .core.errors import ApiError, BadRequest, Forbidden, NotFound, ServerError
 
 JSON = "application/json"
 

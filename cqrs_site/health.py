@@ -2,7 +2,10 @@
 
 Readiness fails only when the instance can serve nothing: a read instance needs Redis or
 MongoDB (either alone still answers, degraded), a write instance needs MongoDB (with Kafka down,
-writes still succeed and their events wait in the outbox). Probes touch only what decides
+writes still succeed and their events wait in the outbox). An instance that serves, but not as
+it should, answers 200 with `"status": "degraded"`: a read instance without Redis, a write
+instance whose producer cannot publish directly (its writes are deferred to the relay; the
+`kafka` field says why: suspect, stalled, resetting). Probes touch only what decides
 readiness, so a hung dependency cannot make the check outlast HAProxy's check timeout.
 """
 
@@ -16,43 +19,40 @@ JSON = "application/json"
 
 
 def _mongo() -> bool:
-    from writes.documents import User
+    from writes.aggregates import USER_AGGREGATE
 
     try:
-        User._get_collection().database.command("ping")
+        USER_AGGREGATE.collection().database.command("ping")
         return True
     except Exception:
         return False
 
 
 def _redis() -> bool:
-    from reads.cache import cache_client
+    from cqrs_site.core.redis_client import redis_client
 
     try:
-        return bool(cache_client().ping())
+        return bool(redis_client().ping())
     except Exception:
         return False
 
 
-def _kafka() -> bool:
-    # The publisher's own view (no network call): false while writes have stopped waiting for
-    # the broker after a timeout. A probe must answer fast, and Kafka does not decide readiness.
-    from writes.outbox import broker_trusted
-
-    return broker_trusted()
-
-
-def _read_ready() -> dict:
-    # Redis first: while it answers, MongoDB's state does not matter for readiness.
+def _read_ready() -> tuple[bool, bool, dict]:
+    """(ready, degraded, details). Redis first: while it answers, MongoDB's state does not matter."""
     if _redis():
-        return {"ready": True, "redis": "up"}
+        return True, False, {"redis": "up"}
     mongodb = _mongo()
-    return {"ready": mongodb, "redis": "down", "mongodb": "up" if mongodb else "down"}
+    return mongodb, True, {"redis": "down", "mongodb": "up" if mongodb else "down"}
 
 
-def _write_ready() -> dict:
-    mongodb = _mongo()
-    return {"ready": mongodb, "mongodb": "up" if mongodb else "down", "kafka": "up" if _kafka() else "suspect"}
+def _write_ready() -> tuple[bool, bool, dict]:
+    # The producer's own view (no network call): a probe must answer fast, and Kafka does not
+    # decide readiness (writes succeed without it), only whether this instance is degraded.
+    from writes.producer import producer_state
+
+    mongodb, kafka = _mongo(), producer_state()
+    kafka = "up" if kafka in ("direct", "idle") else kafka
+    return mongodb, kafka != "up", {"mongodb": "up" if mongodb else "down", "kafka": kafka}
 
 
 CHECKS = {"read": _read_ready, "write": _write_ready}
@@ -65,7 +65,7 @@ def healthz(request):
 
 @require_safe
 def readyz(request):
-    results = CHECKS[settings.CQRS_ROLE]()
-    ready = results.pop("ready")
-    body = {"status": "ready" if ready else "unavailable", "role": settings.CQRS_ROLE, **results}
+    ready, degraded, details = CHECKS[settings.CQRS_ROLE]()
+    status = "unavailable" if not ready else "degraded" if degraded else "ready"
+    body = {"status": status, "role": settings.CQRS_ROLE, **details}
     return HttpResponse(json.dumps(body), status=200 if ready else 503, content_type=JSON)

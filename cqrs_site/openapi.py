@@ -9,6 +9,7 @@ keep it true: a test compares these paths and methods with what urls_write.py se
 schemathesis run in `make test` holds every answer of the running stack to this description.
 """
 
+import mongoengine as me
 from django.urls import path
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -17,6 +18,7 @@ from rest_framework.views import APIView
 
 from reads.apis import MAX_PAGE
 from writes import apis as writes
+from writes.aggregates import POST_AGGREGATE, USER_AGGREGATE
 from writes.serializers import PostCreateInput, PostUpdateInput, UserCreateInput
 
 # --- What the API answers -------------------------------------------------------------------
@@ -36,23 +38,22 @@ class Error(serializers.Serializer):
     error = ErrorBody()
 
 
-class User(serializers.Serializer):
-    id = serializers.CharField()
-    username = serializers.CharField()
-    created_at = serializers.DateTimeField()
-    version = serializers.IntegerField(min_value=1)
+def _output_field(document_field) -> serializers.Field:
+    if isinstance(document_field, me.DateTimeField):
+        return serializers.DateTimeField()
+    if isinstance(document_field, me.IntField):
+        return serializers.IntegerField(min_value=document_field.min_value)
+    return serializers.CharField(allow_blank=True)
 
 
-class Post(serializers.Serializer):
-    id = serializers.CharField()
-    user_id = serializers.CharField()
-    title = serializers.CharField(allow_blank=True)
-    content = serializers.CharField(allow_blank=True)
-    like_count = serializers.IntegerField(min_value=0)
-    dislike_count = serializers.IntegerField(min_value=0)
-    created_at = serializers.DateTimeField()
-    updated_at = serializers.DateTimeField()
-    version = serializers.IntegerField(min_value=1)
+def representation(aggregate) -> type[serializers.Serializer]:
+    """The schema of an aggregate's representation, from its Document (writes/aggregates.py)."""
+    fields = {name: _output_field(document_field) for name, document_field in aggregate.shown}
+    return type(aggregate.name.capitalize(), (serializers.Serializer,), fields)
+
+
+User = representation(USER_AGGREGATE)
+Post = representation(POST_AGGREGATE)
 
 
 class PostReactions(serializers.Serializer):

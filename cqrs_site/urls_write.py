@@ -11,7 +11,7 @@ from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from cqrs_site import health
-from cqrs_site.errors import MethodNotAllowed
+from cqrs_site.core.errors import MethodNotAllowed
 from reads import apis as reads
 from writes import apis as writes
 

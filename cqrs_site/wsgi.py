@@ -5,7 +5,7 @@ import os
 from django.conf import settings
 from django.core.wsgi import get_wsgi_application
 
-from cqrs_site.telemetry import Instrumented
+from cqrs_site.core.telemetry import Instrumented
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cqrs_site.settings.write")
 

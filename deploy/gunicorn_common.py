@@ -3,7 +3,7 @@ metrics across workers. deploy/gunicorn_{read,write}.py import all of it.
 
 Metrics: each worker keeps its values in files under PROMETHEUS_MULTIPROC_DIR, one directory per
 gunicorn instance (the launcher gives each its own; otherwise a temporary one), emptied when the
-master starts; `/metrics` adds up the files (cqrs_site/metrics.py).
+master starts; `/metrics` adds up the files (cqrs_site/core/metrics.py).
 """
 
 import os
@@ -31,7 +31,7 @@ metrics_dir = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"json": {"()": "cqrs_site.logs.JsonFormatter"}},
+    "formatters": {"json": {"()": "cqrs_site.core.logs.JsonFormatter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
     "loggers": {
         "gunicorn.error": {"level": "INFO", "handlers": ["console"], "propagate": False},

@@ -22,7 +22,7 @@ def post_worker_init(worker):
     # about 0.7 s on these machines.
     from django.urls import get_resolver
 
-    from reads.cache import cache_client
+    from cqrs_site.core.redis_client import redis_client
 
     get_resolver().url_patterns  # noqa: B018 (the import is the point)
-    cache_client().ping()
+    redis_client().ping()

@@ -17,13 +17,13 @@ threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 
 def post_worker_init(worker):
     # Connect the producer before the first request, not during it.
-    from writes.outbox import publisher_warm
+    from writes.producer import publisher_warm
 
     publisher_warm()
 
 
 def worker_exit(server, worker):
     # Hand what the producer still holds to the broker before the worker goes.
-    from writes.outbox import publisher_close
+    from writes.producer import publisher_close
 
     publisher_close(timeout=5)

@@ -4,7 +4,8 @@ from functools import wraps
 
 from django.http import HttpResponse
 
-from cqrs_site.errors import ApiError, InvalidInput, MethodNotAllowed
+from cqrs_site.core.errors import ApiError, InvalidInput, MethodNotAllowed
+from cqrs_site.core.http import etag_for, is_version, none_match
 
 from . import selectors
 from .cache import PREFETCHED
@@ -39,16 +40,6 @@ def read_api(view):
     return wrapper
 
 
-def is_version(raw: str) -> bool:
-    """Whether a header value can be a version (X-Min-Version): a non-negative integer of at most
-    18 ASCII digits (str.isdigit alone takes "²", which int() refuses)."""
-    return raw.isascii() and raw.isdigit() and len(raw) <= 18
-
-
-def etag_for(version: int) -> str:
-    return f'"{version}"'
-
-
 def min_version(request) -> int:
     """X-Min-Version: the client wants at least this version (read-your-writes)."""
     raw = request.headers.get("X-Min-Version")
@@ -61,7 +52,7 @@ def min_version(request) -> int:
 
 def found_response(request, found: selectors.Found) -> HttpResponse:
     etag = etag_for(found.version)
-    if request.headers.get("If-None-Match") == etag:
+    if none_match(request.headers.get("If-None-Match"), found.version):
         response = HttpResponse(status=304)
     else:
         response = HttpResponse(found.body, content_type=JSON)

@@ -7,17 +7,16 @@ consumer's newer value, a redelivered or reordered event is a no-op, and a tombs
 late fill of the document it buried. Fill and consumer both write through `cache_put`.
 """
 
-import os
 import random
 import time
 from collections.abc import Iterable
 
 from django.conf import settings
-from django_redis import get_redis_connection
 
-from cqrs_site.metrics import CACHE_WRITES
+from cqrs_site.core.codec import fill_lock_key, high_water_key, value_decode, value_encode
+from cqrs_site.core.metrics import CACHE_WRITES
+from cqrs_site.core.redis_client import redis_client
 
-from .keys import fill_lock_key, high_water_key
 from .projections import Entry
 
 # KEYS[1] the entry, KEYS[2] its high-water mark: the highest version the key ever held, kept
@@ -48,37 +47,17 @@ PREFETCHED = "cqrs.cache_entry"
 ABSENT_TTL_MS = 30_000
 
 _fence = None
-_client = None
-_client_pid = 0
-
-
-def cache_client():
-    """The process's Redis client, over django-redis's connection pool; made once per process
-    (after gunicorn forks). get_redis_connection() looks the cache backend up in Django's
-    per-thread (under gevent, per-greenlet) cache handler, building a backend object per
-    request: too much for the hit path."""
-    global _client, _client_pid
-    if _client is None or _client_pid != os.getpid():
-        _client, _client_pid = get_redis_connection("default"), os.getpid()
-    return _client
 
 
 def _fence_script():
     global _fence
     if _fence is None:
-        _fence = cache_client().register_script(FENCE_SCRIPT)
+        _fence = redis_client().register_script(FENCE_SCRIPT)
     return _fence
 
 
-def encode(entry: Entry) -> bytes:
-    return b"%d:%s" % (entry.version, entry.body or b"")
-
-
 def decode(key: str, raw: bytes | None) -> Entry | None:
-    if raw is None:
-        return None
-    version, _, body = raw.partition(b":")
-    return Entry(key, int(version), body or None)
+    return None if raw is None else Entry(key, *value_decode(raw))
 
 
 def ttl_ms(entry: Entry) -> int:
@@ -92,13 +71,17 @@ def cache_put(entries: Iterable[Entry], *, writer: str, rewrite_same_version: bo
     """Store the entries that are newer than what the cache holds, in one round trip; returns 1
     per entry stored, 0 per entry fenced off. `writer` (fill, consumer, repair, warm) labels the
     cqrs_cache_writes_total metric; `rewrite_same_version` is for repairs only."""
-    pipe = cache_client().pipeline(transaction=False)
+    pipe = redis_client().pipeline(transaction=False)
     script = _fence_script()
     same = "1" if rewrite_same_version else "0"
     high_ttl = settings.CQRS_TOMBSTONE_TTL_SECONDS * 1000
     for entry in entries:
         keys = [entry.key, high_water_key(entry.key)]
-        script(keys=keys, args=[entry.version, encode(entry), ttl_ms(entry), high_ttl, same], client=pipe)
+        script(
+            keys=keys,
+            args=[entry.version, value_encode(entry.version, entry.body), ttl_ms(entry), high_ttl, same],
+            client=pipe,
+        )
     results = pipe.execute()
     stored = sum(results)
     if stored:
@@ -109,22 +92,22 @@ def cache_put(entries: Iterable[Entry], *, writer: str, rewrite_same_version: bo
 
 
 def cache_get(key: str) -> Entry | None:
-    return decode(key, cache_client().get(key))
+    return decode(key, redis_client().get(key))
 
 
 def cache_get_many(keys: list[str]) -> list[Entry | None]:
     if not keys:
         return []
-    return [decode(key, raw) for key, raw in zip(keys, cache_client().mget(keys), strict=True)]
+    return [decode(key, raw) for key, raw in zip(keys, redis_client().mget(keys), strict=True)]
 
 
 def fill_lock(key: str, *, ttl_ms: int) -> bool:
     """Claim the right to fill `key` (single-flight): True for exactly one caller at a time."""
-    return bool(cache_client().set(fill_lock_key(key), b"1", nx=True, px=ttl_ms))
+    return bool(redis_client().set(fill_lock_key(key), b"1", nx=True, px=ttl_ms))
 
 
 def fill_unlock(key: str) -> None:
-    cache_client().delete(fill_lock_key(key))
+    redis_client().delete(fill_lock_key(key))
 
 
 def cache_wait(key: str, *, min_version: int, timeout: float, interval: float = 0.005) -> Entry | None:

@@ -10,10 +10,13 @@ from itertools import islice
 
 from bson import ObjectId
 
-from .cache import cache_client, cache_get_many, cache_put, decode
-from .keys import AUXILIARY_SUFFIXES, PREFIX
+from cqrs_site.core.codec import entry_pattern, key_parse
+from cqrs_site.core.redis_client import redis_client
+from writes.aggregates import AGGREGATES
+from writes.documents import object_id
+
+from .cache import cache_get_many, cache_put, decode
 from .projections import Entry, absent_entries, entries_for
-from .selectors import SOURCES
 
 BATCH = 500
 
@@ -50,15 +53,15 @@ def _batches(iterable, size: int) -> Iterator[list]:
 
 
 def document_count() -> int:
-    return sum(source[0]._get_collection().estimated_document_count() for source in SOURCES.values())
+    return sum(spec.collection().estimated_document_count() for spec in AGGREGATES.values())
 
 
 def _mongo_entries(batch_size: int) -> Iterator[tuple[int, list[Entry]]]:
     """(documents in the batch, their cache entries as MongoDB has them), batch by batch."""
-    for aggregate, (document_class, fields, state_of) in SOURCES.items():
-        cursor = document_class._get_collection().find({}, dict.fromkeys(fields, 1), batch_size=batch_size)
+    for aggregate, spec in AGGREGATES.items():
+        cursor = spec.collection().find({}, dict.fromkeys(spec.fields, 1), batch_size=batch_size)
         for batch in _batches(cursor, batch_size):
-            yield len(batch), [entry for raw in batch for entry in entries_for(aggregate, state_of(raw))]
+            yield len(batch), [entry for raw in batch for entry in entries_for(aggregate, spec.state(raw))]
 
 
 def consistency_check(
@@ -86,30 +89,27 @@ def consistency_check(
     report.orphaned = len(orphans)
     if repair and orphans:
         for batch in _batches(orphans, batch_size):
-            cache_client().delete(*batch)
+            redis_client().delete(*batch)
     return report
 
 
 def _orphans(batch_size: int) -> Iterator[str]:
     """Cached entries (not the version-0 markers of unknown ids) whose document does not exist."""
-    client = cache_client()
-    for aggregate, (document_class, _fields, _state_of) in SOURCES.items():
-        pattern = f"{PREFIX}:{aggregate}:*"
-        for keys in _batches(client.scan_iter(match=pattern, count=batch_size), batch_size):
-            keys = [k.decode() for k in keys if not k.endswith(AUXILIARY_SUFFIXES)]
+    client = redis_client()
+    for aggregate, spec in AGGREGATES.items():
+        for keys in _batches(client.scan_iter(match=entry_pattern(aggregate), count=batch_size), batch_size):
+            parsed = {key.decode(): key_parse(key) for key in keys}
             by_id: dict[str, list[str]] = {}
-            for key in keys:
-                by_id.setdefault(key.split(":")[2], []).append(key)
+            for key, entry_key in parsed.items():
+                if entry_key is not None:
+                    by_id.setdefault(entry_key.doc_id, []).append(key)
             ids = [ObjectId(i) for i in by_id if ObjectId.is_valid(i)]
-            known = {str(d["_id"]) for d in document_class._get_collection().find({"_id": {"$in": ids}}, {"_id": 1})}
-            values = dict(zip(keys, client.mget(keys), strict=True))
-            for doc_id, doc_keys in by_id.items():
-                if doc_id in known:
-                    continue
-                for key in doc_keys:
-                    entry = decode(key, values[key])
-                    if entry is not None and entry.version > 0:
-                        yield key
+            known = {str(d["_id"]) for d in spec.collection().find({"_id": {"$in": ids}}, {"_id": 1})}
+            candidates = [key for doc_id, doc_keys in by_id.items() if doc_id not in known for key in doc_keys]
+            for key, raw in zip(candidates, client.mget(candidates) if candidates else [], strict=True):
+                entry = decode(key, raw)
+                if entry is not None and entry.version > 0:
+                    yield key
 
 
 def cache_warm(*, batch_size: int = BATCH, progress: Callable[[int], None] = lambda n: None) -> tuple[int, int]:
@@ -145,10 +145,9 @@ class CachedEntry:
 
 
 def _record_entries(aggregate: str, doc_id: str) -> list[Entry]:
-    document_class, fields, state_of = SOURCES[aggregate]
-    oid = ObjectId(doc_id) if ObjectId.is_valid(doc_id) else None
-    raw = document_class._get_collection().find_one({"_id": oid}, dict.fromkeys(fields, 1)) if oid else None
-    return entries_for(aggregate, state_of(raw)) if raw else absent_entries(aggregate, doc_id)
+    spec, oid = AGGREGATES[aggregate], object_id(doc_id)
+    raw = spec.collection().find_one({"_id": oid}, dict.fromkeys(spec.fields, 1)) if oid else None
+    return entries_for(aggregate, spec.state(raw)) if raw else absent_entries(aggregate, doc_id)
 
 
 def cache_inspect(*, aggregate: str, doc_id: str) -> list[CachedEntry]:

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import orjson
 
-from writes.events import POST, USER, post_reactions
-
-from .keys import post_key, post_likes_key, user_key
+from cqrs_site.core.codec import post_key, post_likes_key, user_key
+from writes.aggregates import post_reactions
+from writes.events import POST, USER
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,13 +16,14 @@ from django.conf import settings
 from pymongo.errors import ConnectionFailure
 from redis.exceptions import RedisError
 
-from cqrs_site.errors import InvalidInput, NotFound, Unavailable
-from cqrs_site.metrics import CACHE_LOOKUPS
-from writes.documents import Post, User, object_id
-from writes.events import POST, POST_FIELDS, USER, USER_FIELDS, post_state, user_state
+from cqrs_site.core.codec import post_key, post_likes_key, user_key
+from cqrs_site.core.errors import InvalidInput, NotFound, Unavailable
+from cqrs_site.core.metrics import CACHE_LOOKUPS
+from writes.aggregates import AGGREGATES, POST_AGGREGATE
+from writes.documents import object_id
+from writes.events import POST, USER
 
 from . import cache
-from .keys import post_key, post_likes_key, user_key
 from .projections import Entry, absent_entries, entries_for, json_bytes
 
 logger = logging.getLogger(__name__)
@@ -31,9 +32,6 @@ HIT, MISS, DEGRADED = "hit", "miss", "degraded"
 # How long a request whose key is being filled by another waits before reading MongoDB itself.
 FILL_WAIT_SECONDS = 0.25
 FILL_LOCK_MS = 2_000
-
-# Per aggregate: its document class, the fields its state is built from, and the state function.
-SOURCES = {USER: (User, USER_FIELDS, user_state), POST: (Post, POST_FIELDS, post_state)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,15 +43,15 @@ class Found:
 
 def _load(aggregate: str, oid) -> list[Entry]:
     """The aggregate's cache entries as MongoDB has it now (version-0 tombstones if unknown)."""
-    document_class, fields, state_of = SOURCES[aggregate]
+    spec = AGGREGATES[aggregate]
     try:
-        raw = document_class._get_collection().find_one({"_id": oid}, dict.fromkeys(fields, 1))
+        raw = spec.collection().find_one({"_id": oid}, dict.fromkeys(spec.fields, 1))
     except ConnectionFailure as exc:
         logger.error("MongoDB unavailable on a cache miss: %s", exc)
         raise Unavailable("MongoDB is unavailable and this record is not cached; retry later.") from None
     if raw is None:
         return absent_entries(aggregate, str(oid))
-    return entries_for(aggregate, state_of(raw))
+    return entries_for(aggregate, spec.state(raw))
 
 
 def _pick(entries: list[Entry], key: str) -> Entry:
@@ -152,7 +150,7 @@ def user_posts_page(*, user_id: str, limit: int, cursor: str | None) -> bytes:
         query["$or"] = [{"created_at": {"$lt": created_at}}, {"created_at": created_at, "_id": {"$lt": last_id}}]
     try:
         rows = list(
-            Post._get_collection()
+            POST_AGGREGATE.collection()
             .find(query, {"_id": 1, "created_at": 1})
             .sort([("created_at", -1), ("_id", -1)])
             .limit(limit + 1)

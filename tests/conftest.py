@@ -25,7 +25,7 @@ def stores():
     ensure_indexes()
     topics_create()
     yield
-    from writes.outbox import publisher_close
+    from writes.producer import publisher_close
 
     publisher_close()
 
@@ -33,12 +33,12 @@ def stores():
 @pytest.fixture(autouse=True)
 def clean_stores():
     """Each test starts from empty collections and an empty cache."""
-    from reads.cache import cache_client
+    from cqrs_site.core.redis_client import redis_client
     from writes.documents import Post, User
 
     User._get_collection().delete_many({})
     Post._get_collection().delete_many({})
-    cache_client().flushdb()
+    redis_client().flushdb()
 
 
 @pytest.fixture

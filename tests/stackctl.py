@@ -13,6 +13,7 @@ import pymongo
 import redis
 import requests
 
+from cqrs_site.core.codec import value_decode
 from deploy import localstack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,7 +117,7 @@ class StackControl:
 
     def cached_version(self, kind: str, doc_id: str) -> int | None:
         raw = self.redis.get(f"{self.prefix}:{kind}:{doc_id}")
-        return None if raw is None else int(raw.split(b":", 1)[0])
+        return None if raw is None else value_decode(raw)[0]
 
     def converged(self, kind: str, ids: list[str]) -> bool:
         """Every listed document's cache entry holds MongoDB's version, and no event is pending."""

@@ -1,5 +1,5 @@
 """Calling a WSGI application directly, as gunicorn would: the pools' layers below Django
-(cqrs_site/telemetry.py, reads/fastpath.py) are not reached by Django's test client."""
+(cqrs_site/core/telemetry.py, reads/fastpath.py) are not reached by Django's test client."""
 
 import io
 import json

@@ -8,8 +8,10 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from cqrs_site.core.http import etag_for
+
 from . import services
-from .events import post_reactions
+from .aggregates import post_reactions
 from .serializers import PostCreateInput, PostUpdateInput, UserCreateInput
 
 
@@ -20,7 +22,7 @@ def validated(serializer_class, request) -> dict:
 
 
 def written(body: dict, *, code: int = status.HTTP_200_OK) -> Response:
-    return Response(body, status=code, headers={"ETag": f'"{body["version"]}"'})
+    return Response(body, status=code, headers={"ETag": etag_for(body["version"])})
 
 
 class UserCreateApi(APIView):
@@ -39,7 +41,7 @@ class PostDetailApi(APIView):
 
     def delete(self, request, post_id: str):
         state = services.post_delete(post_id=post_id)
-        return Response(status=status.HTTP_204_NO_CONTENT, headers={"ETag": f'"{state["version"]}"'})
+        return Response(status=status.HTTP_204_NO_CONTENT, headers={"ETag": etag_for(state["version"])})
 
 
 class PostReactApi(APIView):

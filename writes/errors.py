@@ -7,7 +7,7 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from cqrs_site.errors import ApiError, Unavailable
+from cqrs_site.core.errors import ApiError, Unavailable
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from django.conf import settings
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser
 
-from cqrs_site.errors import InvalidInput, PayloadTooLarge
+from cqrs_site.core.errors import InvalidInput, PayloadTooLarge
 
 # The API's bodies are flat objects; one level of nesting is room enough.
 MAX_DEPTH = 2

@@ -1,7 +1,12 @@
-"""Input validation for the write API. Strict: a field of the wrong type is an error, not coerced."""
+"""Input validation for the write API. Strict: a field of the wrong type is an error, not coerced.
+
+Lengths come from the Documents' field rules (writes/aggregates.py), as do the admin's forms.
+"""
 
 from django.core.validators import RegexValidator
 from rest_framework import serializers
+
+from .aggregates import POST_AGGREGATE, USER_AGGREGATE
 
 # Each rule is a validator (not only a check in code) so the OpenAPI schema states it as a
 # `pattern`, and what the schema allows is exactly what the API accepts (tests/e2e schemathesis).
@@ -35,17 +40,23 @@ class StrictSerializer(serializers.Serializer):
 
 
 class UserCreateInput(StrictSerializer):
-    username = StrictCharField(max_length=50, trim_whitespace=False, validators=[username_validator])
+    username = StrictCharField(
+        **USER_AGGREGATE.rules("username"), trim_whitespace=False, validators=[username_validator]
+    )
 
 
 # Titles are stored as sent (not trimmed): trimming would let a body the schema refuses (a title
 # over 200 characters with spaces around it) through.
 class PostCreateInput(StrictSerializer):
     user_id = StrictCharField(max_length=24, validators=[object_id_validator])
-    title = StrictCharField(max_length=200, trim_whitespace=False, validators=[title_validator])
-    content = StrictCharField(max_length=10_000, trim_whitespace=False, validators=[text_validator])
+    title = StrictCharField(**POST_AGGREGATE.rules("title"), trim_whitespace=False, validators=[title_validator])
+    content = StrictCharField(**POST_AGGREGATE.rules("content"), trim_whitespace=False, validators=[text_validator])
 
 
 class PostUpdateInput(StrictSerializer):
-    title = StrictCharField(max_length=200, trim_whitespace=False, required=False, validators=[title_validator])
-    content = StrictCharField(max_length=10_000, trim_whitespace=False, required=False, validators=[text_validator])
+    title = StrictCharField(
+        **POST_AGGREGATE.rules("title"), trim_whitespace=False, required=False, validators=[title_validator]
+    )
+    content = StrictCharField(
+        **POST_AGGREGATE.rules("content"), trim_whitespace=False, required=False, validators=[text_validator]
+    )

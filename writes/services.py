@@ -9,23 +9,11 @@ update itself produced (the counters after `$inc`), with no read-modify-write ra
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
-from cqrs_site.errors import Conflict, InvalidInput, NotFound
+from cqrs_site.core.errors import Conflict, InvalidInput, NotFound
 
-from .documents import Post, User, object_id
-from .events import (
-    POST,
-    POST_CREATED,
-    POST_DELETED,
-    POST_FIELDS,
-    POST_REACTED,
-    POST_UPDATED,
-    USER,
-    USER_CREATED,
-    outbox_entry,
-    post_state,
-    user_state,
-    utc_now,
-)
+from .aggregates import POST_AGGREGATE, USER_AGGREGATE
+from .documents import object_id
+from .events import POST, POST_DELETED, POST_REACTED, POST_UPDATED, USER, outbox_entry, utc_now
 from .outbox import outbox_publish
 
 REACTION_COUNTERS = {"like": "like_count", "dislike": "dislike_count"}
@@ -59,25 +47,25 @@ def post_document(*, author: ObjectId, title: str, content: str, now) -> dict:
 def user_create(*, username: str) -> dict:
     """Create a user; Conflict when the username is taken."""
     document = user_document(username=username, now=utc_now())
-    document["outbox"] = [outbox_entry(event_type=USER_CREATED, aggregate=USER, state=dict(document))]
+    document["outbox"] = [outbox_entry(event_type=USER_AGGREGATE.created, aggregate=USER, state=dict(document))]
     try:
-        User._get_collection().insert_one(document)
+        USER_AGGREGATE.collection().insert_one(document)
     except DuplicateKeyError:
         raise Conflict(f"The username {username!r} is taken.", fields={"username": ["taken"]}) from None
     _publish(USER, document)
-    return user_state(document)
+    return USER_AGGREGATE.state(document)
 
 
 def post_create(*, user_id: str, title: str, content: str) -> dict:
     """Create a post by an existing user."""
     author = object_id(user_id)
-    if author is None or User._get_collection().find_one({"_id": author}, {"_id": 1}) is None:
+    if author is None or USER_AGGREGATE.collection().find_one({"_id": author}, {"_id": 1}) is None:
         raise InvalidInput("No user has this user_id.", fields={"user_id": ["unknown user"]})
     document = post_document(author=author, title=title, content=content, now=utc_now())
-    document["outbox"] = [outbox_entry(event_type=POST_CREATED, aggregate=POST, state=dict(document))]
-    Post._get_collection().insert_one(document)
+    document["outbox"] = [outbox_entry(event_type=POST_AGGREGATE.created, aggregate=POST, state=dict(document))]
+    POST_AGGREGATE.collection().insert_one(document)
     _publish(POST, document)
-    return post_state(document)
+    return POST_AGGREGATE.state(document)
 
 
 def _post_change(post_id: str, event_type: str, changes: dict, expected_version: int | None = None) -> dict:
@@ -91,12 +79,12 @@ def _post_change(post_id: str, event_type: str, changes: dict, expected_version:
     if expected_version is not None:
         match["version"] = expected_version
     # The event's state is copied from the updated fields by the same atomic update ($field refs).
-    event = outbox_entry(event_type=event_type, aggregate=POST, state={f: f"${f}" for f in POST_FIELDS})
+    event = outbox_entry(event_type=event_type, aggregate=POST, state={f: f"${f}" for f in POST_AGGREGATE.fields})
     pipeline = [
         {"$set": {**changes, "version": {"$add": ["$version", 1]}, "updated_at": "$$NOW"}},
         {"$set": {"outbox": {"$concatArrays": [{"$ifNull": ["$outbox", []]}, [event]]}}},
     ]
-    posts = Post._get_collection()
+    posts = POST_AGGREGATE.collection()
     # update_one, then our own event read back by its id, rather than find_one_and_update:
     # SecantusDB runs findAndModify as a scan of the collection (100 ms at 10,000 posts, against
     # 1.5 ms for these two). The event holds exactly the state this update produced, whatever
@@ -106,9 +94,9 @@ def _post_change(post_id: str, event_type: str, changes: dict, expected_version:
         entries = (stored or {}).get("outbox") or []
         if entries:
             outbox_publish(aggregate=POST, aggregate_id=oid, entries=entries)
-            return post_state(entries[0]["state"])
+            return POST_AGGREGATE.state(entries[0]["state"])
         # Already published and marked by the relay (it would have to be seconds later).
-        return post_state(posts.find_one({"_id": oid}))
+        return POST_AGGREGATE.state(posts.find_one({"_id": oid}))
     current = posts.find_one({"_id": oid, "deleted": False}, {"version": 1})
     if current is None:
         raise NotFound("No post has this id.")

@@ -2,9 +2,9 @@ from django.contrib.admin.apps import AdminConfig
 
 
 class CqrsAdminConfig(AdminConfig):
-    """Django's admin, whose default site also shows the MongoDB records (cqrs_site/admin/site.py)."""
+    """Django's admin, whose default site also shows the MongoDB records (cqrs_site/admin/sites.py)."""
 
-    default_site = "cqrs_site.admin.site.MongoAdminSite"
+    default_site = "cqrs_site.admin.sites.MongoAdminSite"
 
     def ready(self) -> None:
         super().ready()

@@ -8,10 +8,11 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from writes import services
-from writes.documents import Post, User
-from writes.events import POST, USER
+from writes.aggregates import POST_AGGREGATE, USER_AGGREGATE
 
-from .site import Choice, ChoicesFilter, Column, DateRangeFilter, InvalidFilter, ListFilter, MongoAdmin
+from .changelist import Column
+from .filters import Choice, ChoicesFilter, DateRangeFilter, InvalidFilter, ListFilter
+from .options import MongoAdmin
 
 
 class AuthorFilter(ListFilter):
@@ -32,17 +33,21 @@ class AuthorFilter(ListFilter):
         username = values.get("author")
         if not username:
             return {}
-        author = User._get_collection().find_one({"username": username}, {"_id": 1})
+        author = USER_AGGREGATE.collection().find_one({"username": username}, {"_id": 1})
         if author is None:
             raise InvalidFilter(f"author: no user is named {username!r}.")
         return {"user_id": author["_id"]}
 
 
 class PostForm(forms.Form):
-    """What an admin may change: the same limits as the API (writes/serializers.py)."""
+    """What an admin may change, within the Document's rules (as the API's serializers)."""
 
-    title = forms.CharField(max_length=200, strip=False, widget=forms.TextInput(attrs={"class": "vTextField"}))
-    content = forms.CharField(max_length=10_000, strip=False, widget=forms.Textarea(attrs={"class": "vLargeTextField"}))
+    title = forms.CharField(
+        **POST_AGGREGATE.rules("title"), strip=False, widget=forms.TextInput(attrs={"class": "vTextField"})
+    )
+    content = forms.CharField(
+        **POST_AGGREGATE.rules("content"), strip=False, widget=forms.Textarea(attrs={"class": "vLargeTextField"})
+    )
 
     def clean(self):
         cleaned = super().clean()
@@ -59,7 +64,7 @@ def _when(value, *, seconds: bool = True) -> str:
 class UserAdmin(MongoAdmin):
     slug = "users"
     verbose_name, verbose_name_plural = "user", "users"
-    aggregate = USER
+    aggregate = USER_AGGREGATE.name
     columns = (
         Column("username", "username", sort="username", link=True),
         Column("id", "id"),
@@ -71,9 +76,6 @@ class UserAdmin(MongoAdmin):
     search_help_text = "Search by username (any part, any case)."
     list_filters = (DateRangeFilter("created_at", "created"),)
     projection = {"outbox": 0}
-
-    def collection(self):
-        return User._get_collection()
 
     def title_of(self, raw: dict) -> str:
         return raw.get("username", str(raw.get("_id")))
@@ -105,7 +107,7 @@ class UserAdmin(MongoAdmin):
 class PostAdmin(MongoAdmin):
     slug = "posts"
     verbose_name, verbose_name_plural = "post", "posts"
-    aggregate = POST
+    aggregate = POST_AGGREGATE.name
     columns = (
         Column("title", "title", sort="title", link=True),
         Column("author", "author"),
@@ -130,9 +132,6 @@ class PostAdmin(MongoAdmin):
     form_class = PostForm
     deletable = True
 
-    def collection(self):
-        return Post._get_collection()
-
     def title_of(self, raw: dict) -> str:
         return raw.get("title") or f"post {raw.get('_id')}"
 
@@ -141,7 +140,8 @@ class PostAdmin(MongoAdmin):
 
     def _authors(self, rows: list[dict]) -> dict:
         ids = list({raw["user_id"] for raw in rows if raw.get("user_id")})
-        return {u["_id"]: u["username"] for u in User._get_collection().find({"_id": {"$in": ids}}, {"username": 1})}
+        users = USER_AGGREGATE.collection().find({"_id": {"$in": ids}}, {"username": 1})
+        return {u["_id"]: u["username"] for u in users}
 
     def _author_link(self, user_id, username: str | None):
         if username is None:

@@ -49,6 +49,9 @@ if DJANGO_ENV == "production":
 
         raise ImproperlyConfigured("DJANGO_ENV=production refuses to start: " + "; ".join(unsafe) + ".")
     SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
+# Peers whose X-Forwarded-For is believed (HAProxy's addresses; networks allowed), for the
+# client address a limit counts (the admin's failed logins).
+CQRS_TRUSTED_PROXIES = env_list("CQRS_TRUSTED_PROXIES", "127.0.0.1,::1")
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
@@ -63,7 +66,7 @@ INSTALLED_APPS = [
     "consumers",
 ]
 
-MIDDLEWARE = ["cqrs_site.telemetry.route_label"]
+MIDDLEWARE = ["cqrs_site.core.telemetry.route_label"]
 
 ROOT_URLCONF = "cqrs_site.urls_read"
 WSGI_APPLICATION = "cqrs_site.wsgi.application"
@@ -109,7 +112,7 @@ CACHES = {
         "KEY_PREFIX": "django",
     }
 }
-# Domain cache entries (reads/keys.py) live beside Django's own keys under this prefix.
+# Domain cache entries (cqrs_site/core/codec.py) live beside Django's own keys under this prefix.
 CQRS_CACHE_PREFIX = os.environ.get("CQRS_CACHE_PREFIX", "cqrs")
 # TTL is the last backstop for staleness, not the mechanism; jitter spreads expiries.
 CQRS_CACHE_TTL_SECONDS = int(os.environ.get("CQRS_CACHE_TTL_SECONDS", "3600"))
@@ -131,8 +134,14 @@ KAFKA_REPLICATION_FACTOR = int(os.environ.get("KAFKA_REPLICATION_FACTOR", "1"))
 KAFKA_PUBLISH_TIMEOUT_SECONDS = float(os.environ.get("KAFKA_PUBLISH_TIMEOUT_SECONDS", "2.0"))
 # After one such timeout, writes answer without waiting for the broker for this long.
 KAFKA_SUSPECT_SECONDS = float(os.environ.get("KAFKA_SUSPECT_SECONDS", "5.0"))
+# A producer with messages outstanding this long, unacknowledged while the broker answers, is
+# replaced (writes/producer.py): a broker that lost its state never acknowledges it again.
+KAFKA_PRODUCER_STALL_SECONDS = float(os.environ.get("KAFKA_PRODUCER_STALL_SECONDS", "3.0"))
 KAFKA_PRODUCER_CONFIG = {
     "bootstrap.servers": KAFKA_BOOTSTRAP_SERVERS,
+    # Topics are the stack's (manage.py create_topics), never created by a client's metadata
+    # request: a broker would make them with its own default partition count.
+    "allow.auto.create.topics": False,
     "enable.idempotence": True,
     "acks": "all",
     "linger.ms": 1,
@@ -152,6 +161,9 @@ KAFKA_CONSUMER_CONFIG = {
     "heartbeat.interval.ms": 1000,
     "fetch.wait.max.ms": 50,
     "reconnect.backoff.max.ms": 1000,
+    "allow.auto.create.topics": False,  # librdkafka's default for consumers; stated, as for producers
+    # A topic that gains partitions (create_topics) is seen within this long, not 5 minutes.
+    "topic.metadata.refresh.interval.ms": 10000,
 }
 CONSUMER_BATCH_SIZE = int(os.environ.get("CONSUMER_BATCH_SIZE", "500"))
 CONSUMER_POLL_TIMEOUT_SECONDS = float(os.environ.get("CONSUMER_POLL_TIMEOUT_SECONDS", "0.2"))
@@ -179,7 +191,7 @@ REST_FRAMEWORK = {
 CQRS_WRITES_PER_MINUTE = int(os.environ.get("CQRS_WRITES_PER_MINUTE", "6000"))
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("CQRS_MAX_BODY_BYTES", str(64 * 1024)))
 
-# One JSON object per line, with the request id (cqrs_site/logs.py); LOG_FORMAT=plain for a
+# One JSON object per line, with the request id (cqrs_site/core/logs.py); LOG_FORMAT=plain for a
 # terminal. CQRS_ACCESS_LOG: a line per request from the pools (HAProxy logs every request anyway).
 LOG_FORMAT = os.environ.get("LOG_FORMAT", "json")
 CQRS_ACCESS_LOG = env_bool("CQRS_ACCESS_LOG", True)
@@ -187,7 +199,7 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "json": {"()": "cqrs_site.logs.JsonFormatter"},
+        "json": {"()": "cqrs_site.core.logs.JsonFormatter"},
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
     "handlers": {

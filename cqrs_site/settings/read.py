@@ -6,6 +6,6 @@ from .base import env_bool
 CQRS_ROLE = "read"
 ROOT_URLCONF = "cqrs_site.urls_read"
 # Only the route label of the request metrics (hits are answered before Django).
-MIDDLEWARE = ["cqrs_site.telemetry.route_label"]
+MIDDLEWARE = ["cqrs_site.core.telemetry.route_label"]
 # HAProxy logs every request with its id; a line per cache hit here would cost throughput.
 CQRS_ACCESS_LOG = env_bool("CQRS_ACCESS_LOG", False)

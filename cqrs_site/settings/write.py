@@ -19,7 +19,7 @@ INSTALLED_APPS = [
     *INSTALLED_APPS,
 ]
 MIDDLEWARE = [
-    "cqrs_site.telemetry.route_label",
+    "cqrs_site.core.telemetry.route_label",
     "django.middleware.security.SecurityMiddleware",
     # The admin's CSS and JS, served by the write pool itself (no separate web server to run).
     "whitenoise.middleware.WhiteNoiseMiddleware",

@@ -11,7 +11,7 @@ from django.core.wsgi import get_wsgi_application
 from prometheus_client import REGISTRY
 from rest_framework.authtoken.models import Token
 
-from cqrs_site.telemetry import Instrumented
+from cqrs_site.core.telemetry import Instrumented
 from reads.cache import cache_put
 from reads.fastpath import CacheHits
 from reads.projections import Entry

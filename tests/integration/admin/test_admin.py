@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 import pytest
 from django.contrib.admin.models import LogEntry
 
+from cqrs_site.core.codec import post_key
 from reads.cache import cache_get
-from reads.keys import post_key
 from tests.conftest import eventually
 from writes import services
 from writes.documents import Post, object_id

@@ -7,10 +7,11 @@ import requests
 from confluent_kafka import Consumer, Producer, TopicPartition
 from django.conf import settings
 
-from cqrs_site.logs import request_id_clear, request_id_set
+from cqrs_site.core.codec import post_key, post_likes_key, user_key
+from cqrs_site.core.logs import request_id_clear, request_id_set
+from cqrs_site.core.redis_client import redis_client
 from deploy.localstack import free_port
-from reads.cache import cache_client, cache_get
-from reads.keys import post_key, post_likes_key, user_key
+from reads.cache import cache_get
 from tests.conftest import eventually
 from writes import services
 from writes.events import POST, POST_UPDATED, USER, USER_CREATED, Event
@@ -66,12 +67,12 @@ def test_replaying_an_event_or_an_older_one_changes_nothing(consumer):
     v2 = post_event(post, 2, "v2")
     produce((key, v2))
     eventually(lambda: cached_version(post_key(post["id"])) == 2)
-    stored = cache_client().get(post_key(post["id"]))
+    stored = redis_client().get(post_key(post["id"]))
 
     produce((key, v2), (key, post_event(post, 1, "stale")), (key, v2))
     marker = marker_after(key)
     eventually(lambda: cache_get(marker))
-    assert cache_client().get(post_key(post["id"])) == stored
+    assert redis_client().get(post_key(post["id"])) == stored
 
 
 def test_a_poison_message_goes_to_the_dead_letter_topic_and_the_partition_moves_on(consumer):
@@ -124,7 +125,7 @@ def test_sigterm_commits_and_a_restarted_consumer_resumes_where_it_stopped(start
     assert all(committed[p] == ends[p] for p in ends if ends[p] > 0), (committed, ends)
 
     post = services.post_create(user_id=user["id"], title="while down", content="C")
-    cache_client().delete(user_key(user["id"]))
+    redis_client().delete(user_key(user["id"]))
     start_consumer()
     eventually(lambda: cached_version(post_key(post["id"])) == 1, timeout=15)
     # Resumed from the committed offsets: the already-applied UserCreated was not consumed again.

@@ -30,20 +30,20 @@ def test_an_unknown_id_marker_gives_way_to_the_first_real_version():
 
 
 def test_entries_expire_and_tombstones_outlive_live_entries(settings):
-    from reads.cache import cache_client
+    from cqrs_site.core.redis_client import redis_client
 
     cache_put([Entry("live", 1, b"{}"), Entry("dead", 1, None), Entry("absent", 0, None)], writer="fill")
-    live, dead, absent = (cache_client().pttl(key) for key in ("live", "dead", "absent"))
+    live, dead, absent = (redis_client().pttl(key) for key in ("live", "dead", "absent"))
     assert 0 < live <= settings.CQRS_CACHE_TTL_SECONDS * 1000 * (1 + settings.CQRS_CACHE_TTL_JITTER)
     assert dead > live
     assert 0 < absent <= 30_000
 
 
 def test_a_fill_cannot_put_an_older_version_into_a_key_whose_entry_was_evicted():
-    from reads.cache import cache_client
+    from cqrs_site.core.redis_client import redis_client
 
     cache_put([Entry("k", 6, b'{"v":6}')], writer="fill")
-    cache_client().delete("k")  # expired or evicted
+    redis_client().delete("k")  # expired or evicted
     assert cache_put([Entry("k", 5, b'{"v":5}')], writer="fill") == [0]  # a fill that read MongoDB before v6
     assert cache_get("k") is None
     assert cache_put([Entry("k", 6, b'{"v":6}')], writer="fill") == [1]  # the same version may come back

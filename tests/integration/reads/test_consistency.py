@@ -6,8 +6,9 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 
-from reads.cache import cache_client, cache_get
-from reads.keys import post_key, post_likes_key, user_key
+from cqrs_site.core.codec import post_key, post_likes_key, user_key
+from cqrs_site.core.redis_client import redis_client
+from reads.cache import cache_get
 from writes import services
 
 
@@ -43,9 +44,9 @@ def test_stale_and_orphaned_entries_are_reported_and_repaired(records):
     users, posts = records
     call_command("warm_cache", "--no-progress", stdout=io.StringIO())
     services.post_update(post_id=posts[0]["id"], title="newer")  # no consumer runs: the cache is behind
-    cache_client().set(post_likes_key(posts[1]["id"]), b'1:{"corrupt":true}')  # same version, other bytes
-    cache_client().delete(user_key(users[0]["id"]))
-    cache_client().set(post_key("0" * 24), b'3:{"ghost":true}')
+    redis_client().set(post_likes_key(posts[1]["id"]), b'1:{"corrupt":true}')  # same version, other bytes
+    redis_client().delete(user_key(users[0]["id"]))
+    redis_client().set(post_key("0" * 24), b'3:{"ghost":true}')
 
     with pytest.raises(CommandError, match="3 stale entries remain"):
         check()

@@ -6,9 +6,9 @@ import threading
 import pytest
 from django.core.wsgi import get_wsgi_application
 
-from reads.cache import cache_client
+from cqrs_site.core.codec import post_key
+from cqrs_site.core.redis_client import redis_client
 from reads.fastpath import CacheHits
-from reads.keys import post_key
 from tests.wsgi import wsgi_call
 from writes import services
 
@@ -46,7 +46,7 @@ def post():
 
 def test_a_hit_is_answered_below_django_with_djangos_bytes_and_headers(app, spy, post):
     for path in (f"/api/posts/{post['id']}", f"/api/posts/{post['id']}/likes", f"/api/users/{post['user_id']}"):
-        cache_client().flushdb()
+        redis_client().flushdb()
         status, headers, body = call(app, path)  # a miss: Django fills the cache
         assert (status, headers["X-Cache"], spy.calls) == (200, "miss", 1)
         django = call(spy.django, path)
@@ -65,7 +65,7 @@ def keys_read(action) -> list[str]:
     seen, started = [], threading.Event()
 
     def watch():
-        with cache_client().monitor() as monitor:
+        with redis_client().monitor() as monitor:
             for command in monitor.listen():
                 words = command["command"].split()
                 if words == ["GET", "monitor:start"]:
@@ -78,10 +78,10 @@ def keys_read(action) -> list[str]:
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     while not started.is_set():
-        cache_client().get("monitor:start")
+        redis_client().get("monitor:start")
         started.wait(0.05)
     action()
-    cache_client().get("monitor:stop")
+    redis_client().get("monitor:stop")
     watcher.join(5)
     return seen
 
@@ -89,11 +89,11 @@ def keys_read(action) -> list[str]:
 def test_a_request_the_fast_path_hands_to_django_reads_its_key_from_redis_once(app, spy, post):
     path = f"/api/posts/{post['id']}"
     key = post_key(post["id"])
-    cache_client().flushdb()
+    redis_client().flushdb()
     assert keys_read(lambda: call(app, path)) == [key]  # a miss: the fast path's GET only
     assert spy.calls == 1
     services.post_delete(post_id=post["id"])  # no consumer here: the next miss fills a tombstone
-    cache_client().flushdb()
+    redis_client().flushdb()
     assert call(app, path)[0] == 404
     assert keys_read(lambda: call(app, path)) == [key] and spy.calls == 3  # Django answers the tombstone
 

@@ -2,9 +2,9 @@
 
 import threading
 
+from cqrs_site.core.codec import post_key
 from reads import selectors
 from reads.cache import cache_get
-from reads.keys import post_key
 from tests.conftest import eventually
 from writes import services
 
@@ -16,9 +16,9 @@ def test_a_slow_fill_of_version_n_arriving_after_the_consumer_stored_n_plus_1_is
     post = services.post_create(user_id=user["id"], title="v1", content="c")
     key = post_key(post["id"])
     eventually(lambda: cache_get(key))  # the consumer applied PostCreated...
-    from reads.cache import cache_client
+    from cqrs_site.core.redis_client import redis_client
 
-    cache_client().delete(key)  # ...then the entry expires: the next read misses and fills.
+    redis_client().delete(key)  # ...then the entry expires: the next read misses and fills.
 
     # Hold the fill between its MongoDB read and its cache write.
     loaded, release = threading.Event(), threading.Event()

@@ -2,8 +2,9 @@
 
 import pytest
 
-from reads.cache import cache_client, cache_get
-from reads.keys import post_key
+from cqrs_site.core.codec import post_key
+from cqrs_site.core.redis_client import redis_client
+from reads.cache import cache_get
 from writes import services
 
 
@@ -58,7 +59,7 @@ def test_an_unknown_id_is_remembered_briefly_so_misses_do_not_hammer_mongodb(cli
 
 def test_a_post_created_after_its_id_was_looked_up_is_readable(client, author):
     post = services.post_create(user_id=author["id"], title="T", content="C")
-    cache_client().delete(post_key(post["id"]))
+    redis_client().delete(post_key(post["id"]))
     assert client.get(f"/api/posts/{post['id']}", HTTP_X_MIN_VERSION="1").status_code == 200
 
 

@@ -3,10 +3,10 @@
 from django.core.management import call_command
 from prometheus_client import REGISTRY
 
+from cqrs_site.core.codec import post_key
 from reads.cache import cache_get
-from reads.keys import post_key
 from tests.conftest import eventually
-from writes import outbox, services
+from writes import producer, services
 from writes.documents import Post
 from writes.outbox import outbox_relay_pass
 
@@ -17,8 +17,8 @@ def pending(post_id: str) -> list[dict]:
 
 def forget_queued_events() -> None:
     """Drop what this process's producer still holds, as a crash would."""
-    outbox._get_publisher().producer.purge()
-    outbox.publisher_close(timeout=0)
+    producer.publisher().producer.purge()
+    producer.publisher_close(timeout=0)
 
 
 def test_writes_succeed_while_the_broker_is_down_and_the_relay_sends_their_events(

@@ -3,11 +3,12 @@
 import pytest
 from django.core.management import CommandError, call_command
 
-from reads.cache import cache_client, cache_get
-from reads.keys import post_key, user_key
+from cqrs_site.core.codec import post_key, user_key
+from cqrs_site.core.redis_client import redis_client
+from reads.cache import cache_get
 from tests.conftest import eventually
 from writes import services
-from writes.events import event_decode
+from writes.aggregates import event_decode
 
 
 def test_replayed_events_bring_an_emptied_cache_back_to_mongodbs_state(consumer, capsys):
@@ -18,7 +19,7 @@ def test_replayed_events_bring_an_emptied_cache_back_to_mongodbs_state(consumer,
     gone = services.post_create(user_id=user["id"], title="Gone", content="C")
     services.post_delete(post_id=gone["id"])
     eventually(lambda: cache_get(post_key(gone["id"])))
-    cache_client().flushdb()  # as if the cache had been rebuilt while the broker lost these events
+    redis_client().flushdb()  # as if the cache had been rebuilt while the broker lost these events
 
     call_command("replay_events", "--all", "--no-progress")
 
@@ -51,7 +52,8 @@ def test_the_replayed_event_decodes_as_a_post_event():
 
     from bson import ObjectId
 
-    from writes.events import POST, POST_REPLAYED, Event, outbox_entry
+    from writes.aggregates import event_from_outbox
+    from writes.events import POST, POST_REPLAYED, outbox_entry
 
     now = datetime.now(UTC)
     state = {
@@ -66,5 +68,5 @@ def test_the_replayed_event_decodes_as_a_post_event():
         "version": 3,
         "deleted": False,
     }
-    event = Event.from_outbox(outbox_entry(event_type=POST_REPLAYED, aggregate=POST, state=state))
+    event = event_from_outbox(outbox_entry(event_type=POST_REPLAYED, aggregate=POST, state=state))
     assert event_decode(event.encode()).type == "PostReplayed" and event_decode(event.encode()).version == 3

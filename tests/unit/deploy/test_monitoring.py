@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from prometheus_client import Counter, Gauge, Histogram
 
-from cqrs_site import metrics
+from cqrs_site.core import metrics
 
 ROOT = Path(__file__).resolve().parents[3]
 DASHBOARD = json.loads((ROOT / "deploy/grafana/dashboards/cqrs.json").read_text())
@@ -15,7 +15,7 @@ COMPOSE = yaml.safe_load((ROOT / "deploy/compose.yaml").read_text())
 
 
 def exported_series() -> set[str]:
-    """Every series name cqrs_site/metrics.py defines, with the suffixes Prometheus sees."""
+    """Every series name cqrs_site/core/metrics.py defines, with the suffixes Prometheus sees."""
     names = set()
     for value in vars(metrics).values():
         if isinstance(value, Counter):

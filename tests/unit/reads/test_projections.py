@@ -1,4 +1,4 @@
-from reads.keys import post_key, post_likes_key, user_key
+from cqrs_site.core.codec import post_key, post_likes_key, user_key
 from reads.projections import entries_for
 from writes.events import POST, USER
 

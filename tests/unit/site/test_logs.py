@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from cqrs_site.logs import JsonFormatter, request_id_clear, request_id_get, request_id_set
+from cqrs_site.core.logs import JsonFormatter, request_id_clear, request_id_get, request_id_set
 
 
 def formatted(message: str, *args, **extra) -> dict:

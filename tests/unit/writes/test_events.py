@@ -4,7 +4,8 @@ from datetime import UTC, datetime
 import pytest
 from bson import ObjectId
 
-from writes.events import POST, POST_REACTED, Event, EventInvalid, event_decode, outbox_entry, post_state
+from writes.aggregates import event_decode, event_from_outbox, post_state
+from writes.events import POST, POST_REACTED, EventInvalid, outbox_entry
 
 RAW_POST = {
     "_id": ObjectId("6b07f2915351253b0a29167f"),
@@ -21,7 +22,7 @@ RAW_POST = {
 
 
 def test_an_outbox_entry_encodes_to_an_event_that_decodes_to_itself():
-    event = Event.from_outbox(outbox_entry(event_type=POST_REACTED, aggregate=POST, state=RAW_POST))
+    event = event_from_outbox(outbox_entry(event_type=POST_REACTED, aggregate=POST, state=RAW_POST))
     decoded = event_decode(event.encode())
     assert decoded == event
     assert decoded.aggregate_id == "6b07f2915351253b0a29167f"
@@ -34,7 +35,7 @@ def test_a_deleted_post_state_is_only_its_id_version_and_flag():
 
 
 def valid_event() -> dict:
-    return json.loads(Event.from_outbox(outbox_entry(event_type=POST_REACTED, aggregate=POST, state=RAW_POST)).encode())
+    return json.loads(event_from_outbox(outbox_entry(event_type=POST_REACTED, aggregate=POST, state=RAW_POST)).encode())
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,8 @@ from django.core.management.base import BaseCommand, CommandError
 from pymongo.errors import PyMongoError
 from tqdm import tqdm
 
-from cqrs_site.logs import request_id_set
-from writes.documents import Post, User
-from writes.events import POST, USER
+from cqrs_site.core.logs import request_id_set
+from writes.aggregates import AGGREGATES
 from writes.outbox import events_replay
 
 
@@ -21,24 +20,23 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--users", nargs="+", metavar="ID", default=None, help="these users")
-        parser.add_argument("--posts", nargs="+", metavar="ID", default=None, help="these posts")
-        parser.add_argument("--all", action="store_true", help="every user and every post")
+        for name in AGGREGATES:  # --users, --posts
+            parser.add_argument(f"--{name}s", nargs="+", metavar="ID", default=None, help=f"these {name}s")
+        parser.add_argument("--all", action="store_true", help="every document of every aggregate")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    def handle(self, *args, users, posts, all, no_progress, **options):
-        if not (all or users or posts):
-            raise CommandError("say what to replay: --all, --users ID..., or --posts ID...")
-        plan = []
-        if all or users:
-            plan.append((USER, None if all else users, User))
-        if all or posts:
-            plan.append((POST, None if all else posts, Post))
+    def handle(self, *args, all, no_progress, **options):
+        chosen = {name: options[f"{name}s"] for name in AGGREGATES}
+        if not (all or any(chosen.values())):
+            choices = ", ".join(f"--{name}s ID..." for name in AGGREGATES)
+            raise CommandError(f"say what to replay: --all, or {choices}")
+        plan = [(spec, None if all else chosen[name]) for name, spec in AGGREGATES.items() if all or chosen[name]]
         # One id for the whole replay, in every event's headers and the consumers' log lines.
         self.stdout.write(f"request id: {request_id_set(None)}")
         failed, missing = 0, []
-        for aggregate, ids, document_class in plan:
-            total = len(ids) if ids is not None else document_class._get_collection().estimated_document_count()
+        for spec, ids in plan:
+            aggregate = spec.name
+            total = len(ids) if ids is not None else spec.collection().estimated_document_count()
             with tqdm(total=total, unit=aggregate, disable=no_progress, file=sys.stderr) as bar:
                 try:
                     done = events_replay(aggregate=aggregate, ids=ids, progress=bar.update)

@@ -6,8 +6,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from pymongo.errors import PyMongoError
 
-from cqrs_site.metrics import RELAY_PASS_ERRORS, serve_metrics
-from writes.outbox import outbox_relay_pass, publisher_close
+from cqrs_site.core.metrics import RELAY_PASS_ERRORS, serve_metrics
+from writes.outbox import outbox_relay_pass
+from writes.producer import publisher_close
 
 logger = logging.getLogger("writes.relay")
 
@@ -39,7 +40,7 @@ class Command(BaseCommand):
         try:
             while True:
                 try:
-                    done = outbox_relay_pass(grace_seconds=grace)
+                    done = outbox_relay_pass(grace_seconds=grace, stop=None if once else stopping)
                 except PyMongoError as exc:
                     if once:
                         raise CommandError(f"MongoDB unavailable: {exc}") from exc

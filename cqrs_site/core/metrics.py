@@ -71,6 +71,18 @@ RELAY_PUBLISH_ERRORS = Counter(
     "Events the relay could not get acknowledged (they stay pending and are retried).",
 )
 RELAY_PASS_ERRORS = Counter("cqrs_relay_pass_errors_total", "Relay passes that failed (MongoDB unavailable).")
+PRODUCER_RESETS = Counter(
+    "cqrs_producer_resets_total",
+    "Kafka producers replaced because they could no longer send: `fatal` (a fatal librdkafka "
+    "error) or `stalled` (messages outstanding while the broker answers).",
+    ["reason"],
+)
+PRODUCER_DIRECT = Gauge(
+    "cqrs_producer_direct",
+    "1 while this process's producer delivers (writes publish directly), 0 while it is stalled "
+    "or being replaced (writes are deferred to the relay). Pools: the lowest of their workers.",
+    multiprocess_mode="min",
+)
 
 # --- Consumers ----------------------------------------------------------------------------------
 CONSUMER_EVENTS_APPLIED = Counter(
@@ -117,6 +129,6 @@ def exposition() -> bytes:
 
 def serve_metrics(port: int, host: str) -> None:
     """Serve /metrics from a background thread (the consumer and the relay); port 0 means off.
-    The pools answer /metrics in their WSGI layer (cqrs_site/telemetry.py)."""
+    The pools answer /metrics in their WSGI layer (cqrs_site/core/telemetry.py)."""
     if port:
         start_http_server(port, addr=host)

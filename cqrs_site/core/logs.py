@@ -1,7 +1,7 @@
 """Structured logs: one JSON object per line, each carrying the request id of the work it is about.
 
 The request id comes from HAProxy (X-Request-ID, which it sets unless the client did); the WSGI
-layer (cqrs_site/telemetry.py) keeps it in a context variable for the request's thread or
+layer (cqrs_site/core/telemetry.py) keeps it in a context variable for the request's thread or
 greenlet, writes keep it in their outbox entries, the producer sends it as an event header and
 the consumer logs it beside the event it applied: one write can be followed end to end.
 

@@ -8,8 +8,10 @@ the raw path, so the metrics stay a bounded set of series: the hit layer names i
 environ, and `route_label` (a Django middleware) does it for every request Django answers.
 """
 
+import ipaddress
 import logging
 import time
+from functools import cache
 
 from django.conf import settings
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -23,6 +25,25 @@ ROUTE = "cqrs.route"
 UNMATCHED = "unmatched"
 # Any other method is counted as "other": a client must not be able to add series at will.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+@cache
+def _trusted_proxies() -> tuple:
+    return tuple(ipaddress.ip_network(net, strict=False) for net in settings.CQRS_TRUSTED_PROXIES)
+
+
+def client_address(request) -> str:
+    """The client's address: the peer's (REMOTE_ADDR), unless the peer is a proxy we trust
+    (CQRS_TRUSTED_PROXIES, HAProxy's address), whose X-Forwarded-For entry (the last one: the
+    one it appended) names the client. Anyone else's X-Forwarded-For is ignored, so a client
+    cannot choose the address a limit counts it under."""
+    remote = request.META.get("REMOTE_ADDR", "")
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "").rsplit(",", 1)[-1].strip()
+    try:
+        trusted = any(ipaddress.ip_address(remote) in net for net in _trusted_proxies())
+    except ValueError:
+        trusted = False
+    return (forwarded if trusted and forwarded else remote) or "unknown"
 
 
 def route_label(get_response):

@@ -1,0 +1,106 @@
+"""The admin site (as django.contrib.admin.sites): Django's own, with a "MongoDB records" section
+beside its apps (same login, index and sidebar), a limit on failed logins, and a clear 503 when
+MongoDB is down."""
+
+from django.conf import settings
+from django.contrib.admin import AdminSite
+from django.http import HttpResponse
+from django.urls import path, reverse
+from pymongo.errors import PyMongoError
+
+from cqrs_site.core.ratelimit import FixedWindow
+from cqrs_site.core.telemetry import client_address
+
+from .options import APP_LABEL, APP_NAME, MongoAdmin
+
+
+class MongoAdminSite(AdminSite):
+    """The admin site, with a "MongoDB records" section beside Django's own apps."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._mongo: dict[str, MongoAdmin] = {}
+
+    def register_mongo(self, admin_class: type[MongoAdmin]) -> None:
+        self._mongo[admin_class.slug] = admin_class(self)
+
+    def get_urls(self) -> list:
+        from django.urls import include
+
+        mongo = [path(f"{APP_LABEL}/", self.admin_view(self.mongo_index), name=f"{APP_LABEL}_index")]
+        mongo += [path(f"{APP_LABEL}/{slug}/", include(admin.get_urls())) for slug, admin in self._mongo.items()]
+        # Before Django's own: its last pattern is a catch-all.
+        return mongo + super().get_urls()
+
+    def get_app_list(self, request, app_label=None) -> list[dict]:
+        apps = super().get_app_list(request, app_label)
+        if self._mongo and app_label in (None, APP_LABEL) and self.has_permission(request):
+            apps.append(self._mongo_app())
+        return sorted(apps, key=lambda app: app["name"].lower())
+
+    def _mongo_app(self) -> dict:
+        models = [
+            {
+                "name": admin.verbose_name_plural.capitalize(),
+                "object_name": admin.slug.capitalize(),
+                "perms": {
+                    "add": False,
+                    "change": admin.form_class is not None,
+                    "delete": admin.deletable,
+                    "view": True,
+                },
+                "admin_url": reverse(admin.url_name("changelist")),
+                "add_url": None,
+                "view_only": admin.form_class is None,
+            }
+            for admin in self._mongo.values()
+        ]
+        return {
+            "name": APP_NAME,
+            "app_label": APP_LABEL,
+            "app_url": reverse(f"admin:{APP_LABEL}_index"),
+            "has_module_perms": True,
+            "models": sorted(models, key=lambda model: model["name"]),
+        }
+
+    def login(self, request, extra_context=None):
+        """Django's login page, with failed attempts limited per username and client address
+        (cqrs_site/core/ratelimit.py): after ADMIN_LOGIN_FAILURES_LIMIT failures within a window
+        of ADMIN_LOGIN_WINDOW_SECONDS, 429 until it ends, even with the right password; the
+        same account from another address is not affected. Not limited while Redis is down."""
+        if request.method != "POST":
+            return super().login(request, extra_context)
+        failures = FixedWindow("admin-login", settings.ADMIN_LOGIN_FAILURES_LIMIT, settings.ADMIN_LOGIN_WINDOW_SECONDS)
+        identity = f"{request.POST.get('username', '')[:150]}@{client_address(request)}"
+        verdict = failures.peek(identity)
+        if not verdict.allowed:
+            response = HttpResponse(
+                "Too many failed logins for this account from this address; try again later.",
+                status=429,
+                content_type="text/plain; charset=utf-8",
+            )
+            response["Retry-After"] = str(max(int(verdict.retry_after), 1))
+            return response
+        response = super().login(request, extra_context)
+        if response.status_code == 200:  # the form again: wrong credentials
+            failures.hit(identity)
+        return response
+
+    def mongo_index(self, request):
+        return self.app_index(request, APP_LABEL)
+
+    def admin_view(self, view, cacheable=False):
+        """Django's wrapper (staff only, CSRF, no caching), plus a clear 503 when MongoDB is down."""
+
+        def guarded(request, *args, **kwargs):
+            try:
+                return view(request, *args, **kwargs)
+            except PyMongoError as exc:
+                return HttpResponse(
+                    f"MongoDB is not available, so the records cannot be shown or changed now: {exc}",
+                    status=503,
+                    content_type="text/plain; charset=utf-8",
+                )
+
+        guarded.__name__ = getattr(view, "__name__", "view")
+        return super().admin_view(guarded, cacheable)

@@ -1,0 +1,112 @@
+"""Everything this project keeps in Redis, in one place: every key (built and parsed) and the
+cache's value format. HAProxy's edge (deploy/haproxy/edge.lua) reads the same keys and values;
+tests/integration/reads/test_edge.py holds the two to each other.
+
+Cache entries, one per read of the API:
+
+    <prefix>:user:<id>            GET /api/users/<id>
+    <prefix>:post:<id>            GET /api/posts/<id>
+    <prefix>:post:<id>:likes      GET /api/posts/<id>/likes
+
+beside each, `<key>:hw` (the highest version the key ever held: the fence's memory, see
+reads/cache.py) and `<key>:filling` (a read-through fill in progress: single flight).
+
+A value is `b"<version>:<body>"`, the body being the exact bytes the API sends; an empty body is
+a tombstone (deleted, or version 0: an id MongoDB does not know).
+
+Other keys: `<prefix>:window:<name>:<identity>:<n>` (fixed-window counters: the write throttle,
+the admin's login limit), `<prefix>:feed:…` (feeds, reads/models.py), `<prefix>:inspector:…`
+and `<prefix>:consumer:…` (the pipeline's own bookkeeping).
+"""
+
+from dataclasses import dataclass
+
+from django.conf import settings
+
+USER, POST = "user", "post"
+LIKES = "likes"
+HIGH_WATER, FILLING = "hw", "filling"
+# Suffixes of the keys that stand beside an entry and are not entries themselves.
+AUXILIARY_SUFFIXES = (f":{HIGH_WATER}".encode(), f":{FILLING}".encode())
+
+
+def prefix() -> str:
+    return settings.CQRS_CACHE_PREFIX
+
+
+# --- Cache entries -----------------------------------------------------------------------------
+
+
+def entry_key(aggregate: str, doc_id: str, view: str | None = None) -> str:
+    """The key of one cache entry: an aggregate's document, or one `view` of it (likes)."""
+    key = f"{settings.CQRS_CACHE_PREFIX}:{aggregate}:{doc_id}"
+    return key if view is None else f"{key}:{view}"
+
+
+def user_key(user_id: str) -> str:
+    return entry_key(USER, user_id)
+
+
+def post_key(post_id: str) -> str:
+    return entry_key(POST, post_id)
+
+
+def post_likes_key(post_id: str) -> str:
+    return entry_key(POST, post_id, LIKES)
+
+
+def high_water_key(key: str) -> str:
+    return f"{key}:{HIGH_WATER}"
+
+
+def fill_lock_key(key: str) -> str:
+    return f"{key}:{FILLING}"
+
+
+def entry_pattern(aggregate: str) -> str:
+    """A SCAN pattern for every key of one aggregate's entries (and their auxiliary keys)."""
+    return f"{settings.CQRS_CACHE_PREFIX}:{aggregate}:*"
+
+
+@dataclass(frozen=True, slots=True)
+class EntryKey:
+    aggregate: str
+    doc_id: str
+    view: str | None
+
+
+def key_parse(key: str | bytes) -> EntryKey | None:
+    """What an entry's key names, or None for any other key (auxiliary, feed, counter…)."""
+    if isinstance(key, bytes):
+        key = key.decode()
+    head, _, rest = key.partition(f"{settings.CQRS_CACHE_PREFIX}:")
+    if head or not rest:
+        return None
+    parts = rest.split(":")
+    if parts[0] not in (USER, POST) or len(parts) not in (2, 3) or not parts[1]:
+        return None
+    view = parts[2] if len(parts) == 3 else None
+    if view is not None and (parts[0], view) != (POST, LIKES):
+        return None
+    return EntryKey(parts[0], parts[1], view)
+
+
+# --- Cache values ------------------------------------------------------------------------------
+
+
+def value_encode(version: int, body: bytes | None) -> bytes:
+    return b"%d:%s" % (version, body or b"")
+
+
+def value_decode(raw: bytes) -> tuple[int, bytes | None]:
+    """(version, body), the body None for a tombstone."""
+    version, _, body = raw.partition(b":")
+    return int(version), body or None
+
+
+# --- Other keys --------------------------------------------------------------------------------
+
+
+def window_key(name: str, identity: str, window: int) -> str:
+    """One fixed-window counter (cqrs_site/core/ratelimit.py)."""
+    return f"{settings.CQRS_CACHE_PREFIX}:window:{name}:{identity}:{window}"
