@@ -16,7 +16,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import serializers
 from rest_framework.views import APIView
 
-from reads.apis import MAX_PAGE
+from reads.apis import DEFAULT_ORDER, MAX_PAGE, ORDERS
 from writes import apis as writes
 from writes.aggregates import POST_AGGREGATE, USER_AGGREGATE
 from writes.serializers import PostCreateInput, PostUpdateInput, UserCreateInput
@@ -159,25 +159,72 @@ class UserDoc(Reader):
         raise NotImplementedError
 
 
-class UserPostsDoc(Reader):
-    @extend_schema(
-        summary="A user's live posts, newest first",
-        description="Pages through the user's posts that are not deleted; each post's body comes from the cache.",
+FEED_DESCRIPTION = (
+    "Pages through live posts, each body as `GET /api/posts/{id}` answers it. Served from the read cache "
+    "(`X-Cache: hit`) when the feed is cached, which holds its first FEED_MAX_MEMBERS posts; a cold feed is "
+    "filled from MongoDB (`miss`), and deeper pages are read from MongoDB (`miss`). The cache follows writes "
+    "within milliseconds; send `Cache-Control: no-cache` to read the page from MongoDB (your own new post, "
+    "at once). A feed has no single version, so it has no ETag and ignores X-Min-Version."
+)
+NEXT_LINK = OpenApiParameter(
+    "Link",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    response=[200],
+    description='The next page, when there is one: `</api/…?…&cursor=…>; rel="next"` (RFC 8288).',
+)
+X_CACHE = OpenApiParameter(
+    "X-Cache",
+    {"type": "string", "enum": ["hit", "miss", "degraded"]},
+    OpenApiParameter.HEADER,
+    response=[200],
+    description="Where the answer came from: the cache, MongoDB (then cached), or MongoDB with Redis down.",
+)
+NO_CACHE = OpenApiParameter(
+    "Cache-Control",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    description="`no-cache`: read the page from MongoDB, not the cache (read-your-writes for feeds).",
+)
+PAGING = [
+    OpenApiParameter("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, description="Default 20."),
+    OpenApiParameter("cursor", OpenApiTypes.STR, description="The `next` of the previous page, unchanged."),
+]
+
+
+def feed(operation_id: str, summary: str, *parameters: OpenApiParameter, errors: dict):
+    """A feed endpoint: no authentication, paging by limit and cursor."""
+    return extend_schema(
+        operation_id=operation_id,
+        summary=summary,
+        description=FEED_DESCRIPTION,
         auth=[],
-        parameters=[
-            OpenApiParameter(
-                "limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, description="Default 20."
-            ),
-            OpenApiParameter("cursor", OpenApiTypes.STR, description="The `next` of the previous page, unchanged."),
-        ],
-        responses={200: PostPage, 400: INVALID, 404: NOT_FOUND, 503: UNAVAILABLE},
+        parameters=[*parameters, *PAGING, NO_CACHE, NEXT_LINK, X_CACHE],
+        responses={200: PostPage, 400: INVALID, **errors, 503: UNAVAILABLE},
         tags=["reads"],
     )
+
+
+class UserPostsDoc(Reader):
+    @feed("users_posts_list", "A user's live posts, newest first", errors={404: NOT_FOUND})
     def get(self, request, user_id: str):
         raise NotImplementedError
 
 
 class PostsDoc(writes.PostCreateApi):
+    @feed(
+        "posts_list",
+        "All live posts: the latest first, or the most liked",
+        OpenApiParameter(
+            "order",
+            {"type": "string", "enum": list(ORDERS), "default": DEFAULT_ORDER},
+            description="`latest`: newest first. `top`: most liked first, ties newest first.",
+        ),
+        errors={},
+    )
+    def get(self, request):
+        raise NotImplementedError
+
     @write(PostCreateInput, {201: Post, 400: INVALID}, "Create a post")
     def post(self, request):
         return super().post(request)

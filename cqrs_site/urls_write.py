@@ -49,7 +49,7 @@ urlpatterns = [
     path("api/users", by_method(write_view=writes.UserCreateApi.as_view())),
     path("api/users/<str:user_id>", by_method(reads.user_detail)),
     path("api/users/<str:user_id>/posts", by_method(reads.user_posts)),
-    path("api/posts", by_method(write_view=writes.PostCreateApi.as_view())),
+    path("api/posts", by_method(reads.posts, writes.PostCreateApi.as_view())),
     path("api/posts/<str:post_id>", by_method(reads.post_detail, writes.PostDetailApi.as_view())),
     path("api/posts/<str:post_id>/likes", by_method(reads.post_likes)),
     path("api/posts/<str:post_id>/like", by_method(write_view=writes.PostReactApi.as_view(reaction="like"))),

@@ -1,14 +1,17 @@
 """The read API: plain Django views, no DRF. A cache hit is one Redis GET and the stored bytes."""
 
+from collections.abc import Mapping
 from functools import wraps
+from urllib.parse import urlencode
 
 from django.http import HttpResponse
 
 from cqrs_site.core.errors import ApiError, InvalidInput, MethodNotAllowed
 from cqrs_site.core.http import etag_for, is_version, none_match
 
-from . import selectors
+from . import feeds, selectors
 from .cache import PREFETCHED
+from .models import LATEST, TOP, USER_FEED, FeedModel
 
 JSON = "application/json"
 MAX_PAGE = 100
@@ -80,16 +83,63 @@ def post_likes(request, post_id: str):
     return found_response(request, selectors.post_likes_get(post_id=post_id, **read_args(request)))
 
 
+# GET /api/posts?order=…: the feeds of all posts, by their order's name.
+ORDERS = {"latest": LATEST, "top": TOP}
+DEFAULT_ORDER = "latest"
+
+
+def page_args(query: Mapping[str, str]) -> tuple[int, str | None]:
+    """`limit` (1..MAX_PAGE, default DEFAULT_PAGE) and `cursor` of a feed request."""
+    raw_limit = query.get("limit", str(DEFAULT_PAGE))
+    if not raw_limit.isascii() or not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
+        raise InvalidInput(f"limit must be a whole number from 1 to {MAX_PAGE}.", fields={"limit": ["out of range"]})
+    return int(raw_limit), query.get("cursor") or None
+
+
+def feed_of(query: Mapping[str, str]) -> FeedModel:
+    """The feed GET /api/posts asks for: `order` latest (the default) or top."""
+    order = query.get("order", DEFAULT_ORDER)
+    if order not in ORDERS:
+        raise InvalidInput(f"order must be one of {', '.join(ORDERS)}.", fields={"order": ["unknown order"]})
+    return ORDERS[order]
+
+
+def next_link(path: str, query: Mapping[str, str], cursor: str) -> str:
+    """The Link header of a page that has a next one: the same request, the next cursor."""
+    return f'<{path}?{urlencode({**query, "cursor": cursor})}>; rel="next"'
+
+
+def wants_fresh(cache_control: str | None) -> bool:
+    """`Cache-Control: no-cache` on a feed request: read it from MongoDB (read-your-writes)."""
+    return cache_control is not None and "no-cache" in cache_control.lower()
+
+
+def page_response(request, page: feeds.Page) -> HttpResponse:
+    response = HttpResponse(page.body, content_type=JSON)
+    response["X-Cache"] = page.source
+    if page.next_cursor is not None:
+        response["Link"] = next_link(request.path, request.GET.dict(), page.next_cursor)
+    return response
+
+
 @read_api
 def user_posts(request, user_id: str):
-    raw_limit = request.GET.get("limit", str(DEFAULT_PAGE))
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
-        raise InvalidInput(f"limit must be a whole number from 1 to {MAX_PAGE}.", fields={"limit": ["out of range"]})
-    body = selectors.user_posts_page(user_id=user_id, limit=int(raw_limit), cursor=request.GET.get("cursor") or None)
-    return HttpResponse(body, content_type=JSON)
+    limit, cursor = page_args(request.GET)
+    selectors.user_get(user_id=user_id)  # 404 for an unknown user
+    fresh = wants_fresh(request.headers.get("Cache-Control"))
+    page = feeds.feed_page(USER_FEED, partition=user_id, limit=limit, cursor=cursor, fresh=fresh)
+    return page_response(request, page)
+
+
+@read_api
+def posts(request):
+    feed = feed_of(request.GET)
+    limit, cursor = page_args(request.GET)
+    fresh = wants_fresh(request.headers.get("Cache-Control"))
+    return page_response(request, feeds.feed_page(feed, partition=None, limit=limit, cursor=cursor, fresh=fresh))
 
 
 def create_only(request):
-    """GET of /api/users or /api/posts, which only take POST (in the write pool): 405, not 404."""
-    message = f"{request.method} is not allowed here: this path only creates (POST); lists are per user."
+    """GET of /api/users, which only takes POST (in the write pool): 405, not 404."""
+    message = f"{request.method} is not allowed here: this path only creates (POST); there is no list of users."
     return error_response(MethodNotAllowed(message), allow="POST")

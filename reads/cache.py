@@ -1,10 +1,19 @@
-"""The read cache's only writer: an atomic, version-fenced set.
+"""The read cache's only writer: an atomic, version-fenced script, one call per batch of writes.
 
-A stored value is `b"<version>:<body>"`; an empty body is a tombstone. The script replaces an
-entry only with a strictly newer version (and never writes one below the key's high-water mark),
-so a slow read-through fill can never overwrite the
-consumer's newer value, a redelivered or reordered event is a no-op, and a tombstone refuses a
-late fill of the document it buried. Fill and consumer both write through `cache_put`.
+Entries: a stored value is `b"<version>:<body>"` (cqrs_site/core/codec.py); an empty body is a
+tombstone. An entry is replaced only by a strictly newer version, and never with a version below
+its high-water mark (the highest version the key held, kept for a day after the entry expires
+or is evicted), so a slow read-through fill can never overwrite the consumer's newer value, a
+redelivered or reordered event is a no-op, and a tombstone refuses a late fill of the document
+it buried.
+
+Feed members (reads/models.py): added to a feed only while it is cached (a feed that is not is
+filled from MongoDB by its next read), and only with a version at least the post's high-water
+mark, which the member raises too: a fill that read MongoDB before a newer like cannot put the
+older score back. A feed holds at most FEED_MAX_MEMBERS posts; adding past that drops the
+lowest and moves the feed's cutoff (below it, pages come from MongoDB).
+
+Fills, the consumer, warm_cache and repairs all write through `cache_apply`.
 """
 
 import random
@@ -17,26 +26,77 @@ from cqrs_site.core.codec import fill_lock_key, high_water_key, value_decode, va
 from cqrs_site.core.metrics import CACHE_WRITES
 from cqrs_site.core.redis_client import redis_client
 
-from .projections import Entry
+from .models import Entry, Member
 
-# KEYS[1] the entry, KEYS[2] its high-water mark: the highest version the key ever held, kept
-# (for the tombstone TTL) after the entry itself expires or is evicted, so a fill that read
-# MongoDB before a newer version came and went cannot put the older one back into an empty key.
-# ARGV: version, the encoded value, TTL in ms, high-water TTL in ms, and "1" to let an entry of
-# the same version be rewritten (an operator's repair of corrupt bytes; never the normal path).
-FENCE_SCRIPT = """
-local version = tonumber(ARGV[1])
-local high = tonumber(redis.call('GET', KEYS[2]) or '0')
-if version < high then return 0 end
-local current = redis.call('GET', KEYS[1])
-if current then
-  local stored = tonumber(string.match(current, '^(%d+):'))
-  if stored and (stored > version or (stored == version and ARGV[5] ~= '1')) then return 0 end
+# A feed's state lives in the feed itself, as its one member scored -inf: `!filling` or `!ready`,
+# with `:<score>:<member>` when the feed is truncated (it holds every live post above that
+# cutoff, not below). So a feed and its state expire, or are evicted, together.
+FEED_LUA = """
+local function sentinel_of(feed)
+  return redis.call('ZRANGEBYSCORE', feed, '-inf', '-inf', 'LIMIT', 0, 1)[1]
 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-if version > 0 then redis.call('SET', KEYS[2], version, 'PX', ARGV[4]) end
-return 1
+local function parse_sentinel(sentinel)
+  local state, score, member = string.match(sentinel, '^!(%a+):([^:]+):(.*)$')
+  if state then return state, tonumber(score), member end
+  return string.sub(sentinel, 2), nil, nil
+end
+-- (score, member) at or below (cut_score, cut_member), in the feed's order
+local function at_or_below(score, member, cut_score, cut_member)
+  return score < cut_score or (score == cut_score and member <= cut_member)
+end
 """
+
+APPLY_SCRIPT = (
+    FEED_LUA
+    + """
+-- ARGV[1]: the fences' TTL (ms); then five per write, KEYS two per write (the target, its fence):
+--   'E', version, value, ttl_ms, rewrite ('1': an equal version may be rewritten: a repair)
+--   'M', version, member, score, max_members
+local results = {}
+local fence_ttl = ARGV[1]
+for i = 0, #KEYS / 2 - 1 do
+  local key, fence = KEYS[2 * i + 1], KEYS[2 * i + 2]
+  local kind, version = ARGV[5 * i + 2], tonumber(ARGV[5 * i + 3])
+  local high = tonumber(redis.call('GET', fence) or '0')
+  local stored = 0
+  if version >= high then
+    if kind == 'E' then
+      local current = redis.call('GET', key)
+      local held = current and tonumber(string.match(current, '^(%d+):'))
+      if not held or held < version or (held == version and ARGV[5 * i + 6] == '1') then
+        redis.call('SET', key, ARGV[5 * i + 4], 'PX', ARGV[5 * i + 5])
+        stored = 1
+      end
+    else
+      local sentinel = sentinel_of(key)
+      if sentinel then
+        local member, score, most = ARGV[5 * i + 4], tonumber(ARGV[5 * i + 5]), tonumber(ARGV[5 * i + 6])
+        local state, cut_score, cut_member = parse_sentinel(sentinel)
+        if not (cut_score and at_or_below(score, member, cut_score, cut_member)) then
+          redis.call('ZADD', key, score, member)
+          stored = 1
+          local extra = redis.call('ZCARD', key) - 1 - most
+          if extra > 0 then
+            local dropped = redis.call('ZRANGE', key, 1, extra, 'WITHSCORES')
+            redis.call('ZREMRANGEBYRANK', key, 1, extra)
+            local top_member, top_score = dropped[#dropped - 1], tonumber(dropped[#dropped])
+            if not cut_score or not at_or_below(top_score, top_member, cut_score, cut_member) then
+              redis.call('ZREM', key, sentinel)
+              redis.call('ZADD', key, '-inf', '!' .. state .. ':' .. dropped[#dropped] .. ':' .. top_member)
+            end
+          end
+        end
+      end
+    end
+    if version > high then
+      redis.call('SET', fence, version, 'PX', fence_ttl)
+    end
+  end
+  results[i + 1] = stored
+end
+return results
+"""
+)
 
 # The WSGI environ key under which the read pool's fast path (reads/fastpath.py) leaves what it
 # read, `(key, raw value or None)`, when it hands the request to Django: the view then does not
@@ -46,14 +106,14 @@ PREFETCHED = "cqrs.cache_entry"
 # Version-0 tombstones (ids MongoDB does not know) only shield MongoDB from repeated misses.
 ABSENT_TTL_MS = 30_000
 
-_fence = None
+_scripts: dict[str, object] = {}
 
 
-def _fence_script():
-    global _fence
-    if _fence is None:
-        _fence = redis_client().register_script(FENCE_SCRIPT)
-    return _fence
+def script(name: str, source: str):
+    """A registered Lua script (EVALSHA, loaded on first use)."""
+    if name not in _scripts:
+        _scripts[name] = redis_client().register_script(source)
+    return _scripts[name]
 
 
 def decode(key: str, raw: bytes | None) -> Entry | None:
@@ -63,32 +123,53 @@ def decode(key: str, raw: bytes | None) -> Entry | None:
 def ttl_ms(entry: Entry) -> int:
     if entry.body is None:
         return ABSENT_TTL_MS if entry.version == 0 else settings.CQRS_TOMBSTONE_TTL_SECONDS * 1000
+    return jittered_ms(settings.CQRS_CACHE_TTL_SECONDS)
+
+
+def jittered_ms(seconds: float) -> int:
+    """A TTL with jitter, so entries filled together do not expire together."""
     jitter = settings.CQRS_CACHE_TTL_JITTER
-    return int(settings.CQRS_CACHE_TTL_SECONDS * 1000 * random.uniform(1 - jitter, 1 + jitter))
+    return int(seconds * 1000 * random.uniform(1 - jitter, 1 + jitter))
 
 
-def cache_put(entries: Iterable[Entry], *, writer: str, rewrite_same_version: bool = False) -> list[int]:
-    """Store the entries that are newer than what the cache holds, in one round trip; returns 1
-    per entry stored, 0 per entry fenced off. `writer` (fill, consumer, repair, warm) labels the
-    cqrs_cache_writes_total metric; `rewrite_same_version` is for repairs only."""
-    pipe = redis_client().pipeline(transaction=False)
-    script = _fence_script()
+def cache_apply(
+    ops: Iterable[Entry | Member], *, writer: str, rewrite_same_version: bool = False, client=None
+) -> list[int]:
+    """Apply cache writes in order, each through its fence, in one script call; returns 1 per
+    write stored, 0 per write refused (fenced off, or a member of a feed that is not cached).
+    `writer` (fill, consumer, repair, warm) labels cqrs_cache_writes_total; `rewrite_same_version`
+    is for repairs only; `client` may be a pipeline (the call is then queued on it)."""
+    keys: list[str] = []
+    args: list = [settings.CQRS_TOMBSTONE_TTL_SECONDS * 1000]
     same = "1" if rewrite_same_version else "0"
-    high_ttl = settings.CQRS_TOMBSTONE_TTL_SECONDS * 1000
-    for entry in entries:
-        keys = [entry.key, high_water_key(entry.key)]
-        script(
-            keys=keys,
-            args=[entry.version, value_encode(entry.version, entry.body), ttl_ms(entry), high_ttl, same],
-            client=pipe,
-        )
-    results = pipe.execute()
+    for op in ops:
+        if isinstance(op, Entry):
+            keys += [op.key, high_water_key(op.key)]
+            args += ["E", op.version, value_encode(op.version, op.body), ttl_ms(op), same]
+        else:
+            keys += [op.feed, op.fence]
+            args += ["M", op.version, op.member, op.score, settings.FEED_MAX_MEMBERS]
+    if not keys:
+        return []
+    results = script("apply", APPLY_SCRIPT)(keys=keys, args=args, client=client or redis_client())
+    if client is None:
+        count_writes(writer, results)
+    return results
+
+
+def count_writes(writer: str, results: list[int]) -> None:
+    """Count a cache_apply's results in cqrs_cache_writes_total (done by cache_apply itself
+    unless its call was queued on a pipeline)."""
     stored = sum(results)
     if stored:
         CACHE_WRITES.labels(writer, "stored").inc(stored)
     if stored < len(results):
         CACHE_WRITES.labels(writer, "refused").inc(len(results) - stored)
-    return results
+
+
+def cache_put(entries: Iterable[Entry], *, writer: str, rewrite_same_version: bool = False) -> list[int]:
+    """Store the entries that are newer than what the cache holds (see cache_apply)."""
+    return cache_apply(entries, writer=writer, rewrite_same_version=rewrite_same_version)
 
 
 def cache_get(key: str) -> Entry | None:

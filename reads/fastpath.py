@@ -1,37 +1,42 @@
-"""The read pool's hot path: a cache hit answered below Django.
+"""The read pool's hot path: cache hits answered below Django.
 
 A GET of a route that reads one cache entry (reads/routes.py: a user, a post, a post's likes)
 whose entry is in Redis is answered here: one GET, the stored bytes, the same headers the Django
-view sends (ETag, X-Cache, 304 on If-None-Match). Every other request (a miss, a tombstone, an
-X-Min-Version the entry does not meet, an unreadable header, Redis down, any other path or
-method) goes to Django unchanged, which answers it exactly as before. Only the read role
+view sends (ETag, X-Cache, 304 on If-None-Match). So is a page of a feed the cache can answer
+alone (one script call, reads/feeds.py). Every other request (a miss, a tombstone, an
+X-Min-Version the entry does not meet, an unreadable header or query, Redis down, any other
+path or method) goes to Django unchanged, which answers it exactly as before. Only the read role
 installs it (cqrs_site/wsgi.py).
 """
+
+from urllib.parse import parse_qsl
 
 from redis.exceptions import RedisError
 
 from cqrs_site.core.codec import entry_key, value_decode
+from cqrs_site.core.errors import ApiError
 from cqrs_site.core.http import etag_for, is_version, none_match
 from cqrs_site.core.metrics import CACHE_LOOKUPS
 from cqrs_site.core.redis_client import redis_client
 from cqrs_site.core.telemetry import ROUTE
 
+from .apis import next_link, page_args, wants_fresh
 from .cache import PREFETCHED
-from .routes import ENTRY_ROUTES, entry_paths
+from .feeds import cursor_decode, page_from_cache
+from .routes import FAST_ROUTES, fast_paths
 
 JSON = ("Content-Type", "application/json")
 HIT_COUNTER = CACHE_LOOKUPS.labels("hit")
-PATHS = entry_paths()
+PATHS = fast_paths()
 
 
-def hot_key(path: str) -> tuple[str, str] | None:
-    """The cache key a hot path reads and its route label, or None for any other path."""
+def fast_route(path: str):
+    """(the route, the path's id or None) of a path the fast path may answer, or None."""
     match = PATHS.match(path)
     if match is None:
         return None
-    route = ENTRY_ROUTES[int(match.lastgroup[1:])]
-    aggregate, view = route.entry
-    return entry_key(aggregate, match.group(match.lastgroup), view), route.label
+    index = match.lastgroup[1:]
+    return FAST_ROUTES[int(index)], match.groupdict().get(f"id{index}")
 
 
 class CacheHits:
@@ -42,11 +47,16 @@ class CacheHits:
 
     def __call__(self, environ, start_response):
         if environ.get("REQUEST_METHOD") == "GET":
-            hot = hot_key(environ.get("PATH_INFO", ""))
-            if hot is not None:
-                answer = self._hit(hot[0], environ, start_response)
+            found = fast_route(environ.get("PATH_INFO", ""))
+            if found is not None:
+                route, doc_id = found
+                if route.entry is not None:
+                    aggregate, view = route.entry
+                    answer = self._hit(entry_key(aggregate, doc_id, view), environ, start_response)
+                else:
+                    answer = self._page(route, doc_id, environ, start_response)
                 if answer is not None:
-                    environ[ROUTE] = hot[1]
+                    environ[ROUTE] = route.label
                     HIT_COUNTER.inc()
                     return answer
         return self.application(environ, start_response)
@@ -72,3 +82,21 @@ class CacheHits:
         headers = [JSON, ("Content-Length", str(len(body))), ("ETag", etag), ("X-Cache", "hit")]
         start_response("200 OK", headers)
         return [body]
+
+    def _page(self, route, doc_id: str | None, environ, start_response):
+        if wants_fresh(environ.get("HTTP_CACHE_CONTROL")):
+            return None
+        query = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
+        try:
+            feed, partition = route.feed(doc_id, query)
+            limit, cursor = page_args(query)
+            page = page_from_cache(feed, partition, limit, cursor_decode(cursor) if cursor else None)
+        except (ApiError, RedisError):
+            return None  # Django explains the error, or reads MongoDB
+        if page is None:
+            return None
+        headers = [JSON, ("Content-Length", str(len(page.body))), ("X-Cache", "hit")]
+        if page.next_cursor is not None:
+            headers.append(("Link", next_link(environ.get("PATH_INFO", ""), query, page.next_cursor)))
+        start_response("200 OK", headers)
+        return [page.body]

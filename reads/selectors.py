@@ -5,26 +5,24 @@ want it (single-flight: one request fills, the others wait briefly for its entry
 down, reads are served from MongoDB (degraded, and the answer says so).
 """
 
-import base64
 import logging
 import random
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from pymongo.errors import ConnectionFailure
 from redis.exceptions import RedisError
 
 from cqrs_site.core.codec import post_key, post_likes_key, user_key
-from cqrs_site.core.errors import InvalidInput, NotFound, Unavailable
+from cqrs_site.core.errors import NotFound, Unavailable
 from cqrs_site.core.metrics import CACHE_LOOKUPS
-from writes.aggregates import AGGREGATES, POST_AGGREGATE
+from writes.aggregates import AGGREGATES
 from writes.documents import object_id
 from writes.events import POST, USER
 
 from . import cache
-from .projections import Entry, absent_entries, entries_for, json_bytes
+from .models import Entry, Member, absent_entries, ops_for
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +39,9 @@ class Found:
     source: str
 
 
-def _load(aggregate: str, oid) -> list[Entry]:
-    """The aggregate's cache entries as MongoDB has it now (version-0 tombstones if unknown)."""
+def _load(aggregate: str, oid) -> list[Entry | Member]:
+    """The aggregate's cache writes as MongoDB has it now: its entries and its places in the
+    feeds (version-0 tombstones if MongoDB does not know it)."""
     spec = AGGREGATES[aggregate]
     try:
         raw = spec.collection().find_one({"_id": oid}, dict.fromkeys(spec.fields, 1))
@@ -51,11 +50,11 @@ def _load(aggregate: str, oid) -> list[Entry]:
         raise Unavailable("MongoDB is unavailable and this record is not cached; retry later.") from None
     if raw is None:
         return absent_entries(aggregate, str(oid))
-    return entries_for(aggregate, spec.state(raw))
+    return ops_for(aggregate, spec.state(raw))
 
 
-def _pick(entries: list[Entry], key: str) -> Entry:
-    return next(entry for entry in entries if entry.key == key)
+def _pick(ops: list[Entry | Member], key: str) -> Entry:
+    return next(op for op in ops if isinstance(op, Entry) and op.key == key)
 
 
 def _found(entry: Entry, source: str) -> Found:
@@ -77,7 +76,7 @@ def _fill(aggregate: str, oid, key: str, min_version: int) -> Entry:
         entries = _load(aggregate, oid)
         if settings.CQRS_FAULT_FILL_DELAY_SECONDS:
             time.sleep(random.uniform(0, settings.CQRS_FAULT_FILL_DELAY_SECONDS))
-        cache.cache_put(entries, writer="fill")
+        cache.cache_apply(entries, writer="fill")
     finally:
         if owner:
             cache.fill_unlock(key)
@@ -118,61 +117,3 @@ def post_get(*, post_id: str, min_version: int = 0, prefetched: tuple | None = N
 
 def post_likes_get(*, post_id: str, min_version: int = 0, prefetched: tuple | None = None) -> Found:
     return _read(POST, post_id, post_likes_key, min_version, prefetched)
-
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def cursor_encode(row: dict) -> str:
-    created_at = row["created_at"] if row["created_at"].tzinfo else row["created_at"].replace(tzinfo=UTC)
-    millis = (created_at - EPOCH) // timedelta(milliseconds=1)
-    return base64.urlsafe_b64encode(f"{millis}.{row['_id']}".encode()).decode().rstrip("=")
-
-
-def cursor_decode(cursor: str) -> tuple[datetime, object]:
-    try:
-        millis, _, post_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().partition(".")
-        oid = object_id(post_id)
-        if oid is None:
-            raise ValueError
-        return EPOCH + timedelta(milliseconds=int(millis)), oid
-    except (ValueError, UnicodeDecodeError, OverflowError):
-        raise InvalidInput("The cursor is not one this API gave out; send the `next` value unchanged.") from None
-
-
-def user_posts_page(*, user_id: str, limit: int, cursor: str | None) -> bytes:
-    """A page of the user's live posts, newest first: ids from MongoDB's index, bodies from the
-    cache (filled on a miss). Returns the JSON body `{"results": [...], "next": cursor|null}`."""
-    user_get(user_id=user_id)  # 404 for an unknown user
-    query: dict = {"user_id": object_id(user_id), "deleted": False}
-    if cursor:
-        created_at, last_id = cursor_decode(cursor)
-        query["$or"] = [{"created_at": {"$lt": created_at}}, {"created_at": created_at, "_id": {"$lt": last_id}}]
-    try:
-        rows = list(
-            POST_AGGREGATE.collection()
-            .find(query, {"_id": 1, "created_at": 1})
-            .sort([("created_at", -1), ("_id", -1)])
-            .limit(limit + 1)
-        )
-    except ConnectionFailure:
-        raise Unavailable("MongoDB is unavailable; lists cannot be served. Retry later.") from None
-    page = rows[:limit]
-    ids = [str(row["_id"]) for row in page]
-    try:
-        cached = cache.cache_get_many([post_key(post_id) for post_id in ids])
-        # A missing one is counted as a miss by post_get below.
-        CACHE_LOOKUPS.labels(HIT).inc(sum(entry is not None for entry in cached))
-    except RedisError:
-        cached = [None] * len(ids)
-    bodies = []
-    for post_id, entry in zip(ids, cached, strict=True):
-        if entry is None:
-            try:
-                bodies.append(post_get(post_id=post_id).body)
-            except NotFound:  # deleted since the index query
-                continue
-        elif entry.body is not None:
-            bodies.append(entry.body)
-    next_cursor = cursor_encode(page[-1]) if len(rows) > limit else None
-    return b'{"results":[' + b",".join(bodies) + b'],"next":' + json_bytes(next_cursor) + b"}"

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -151,6 +152,20 @@ class StackControl:
             ).json()["id"]
             for i in range(count)
         ]
+
+
+def guarded_thread(work, errors: list, stop: threading.Event) -> threading.Thread:
+    """A thread running `work`; if it raises, the error is recorded and `stop` is set: a dead
+    thread must fail the test, not thin it out."""
+
+    def run():
+        try:
+            work()
+        except Exception as exc:
+            errors.append(repr(exc))
+            stop.set()
+
+    return threading.Thread(target=run)
 
 
 @contextlib.contextmanager

@@ -7,13 +7,16 @@ from wsgiref.util import setup_testing_defaults
 
 
 def wsgi_call(app, method: str, path: str, *, body: dict | None = None, headers: dict | None = None):
-    """One request: (status, headers, body). Header names as sent (`X-Min-Version`)."""
+    """One request: (status, headers, body). Header names as sent (`X-Min-Version`); the path
+    may carry a query string."""
     environ: dict = {}
     setup_testing_defaults(environ)
     data = json.dumps(body).encode() if body is not None else b""
+    path, _, query = path.partition("?")
     environ.update(
         REQUEST_METHOD=method,
         PATH_INFO=path,
+        QUERY_STRING=query,
         CONTENT_TYPE="application/json",
         CONTENT_LENGTH=str(len(data)),
         **{"wsgi.input": io.BytesIO(data)},

@@ -46,8 +46,11 @@ class Post(me.Document):
     meta = {
         "collection": "posts",
         "indexes": [
-            # A user's posts, newest first, with keyset pagination.
+            # The feeds' MongoDB reads (fills, deeper pages), keyset-paginated: a user's posts
+            # newest first, all live posts newest first, and the most liked first.
             {"fields": ["user_id", "-created_at", "-_id"]},
+            {"fields": ["deleted", "-created_at", "-_id"]},
+            {"fields": ["deleted", "-like_count", "-_id"]},
             # The relay's scan for events left pending.
             {"fields": ["outbox.occurred_at"]},
         ],

@@ -14,9 +14,12 @@ reads/cache.py) and `<key>:filling` (a read-through fill in progress: single fli
 A value is `b"<version>:<body>"`, the body being the exact bytes the API sends; an empty body is
 a tombstone (deleted, or version 0: an id MongoDB does not know).
 
+Feeds: `<prefix>:feed:latest`, `<prefix>:feed:top`, `<prefix>:feed:user-posts:<id>`, sorted sets of
+post ids (reads/models.py, reads/feeds.py).
+
 Other keys: `<prefix>:window:<name>:<identity>:<n>` (fixed-window counters: the write throttle,
-the admin's login limit), `<prefix>:feed:…` (feeds, reads/models.py), `<prefix>:inspector:…`
-and `<prefix>:consumer:…` (the pipeline's own bookkeeping).
+the admin's login limit), `<prefix>:inspector:…` and `<prefix>:consumer:…` (the pipeline's own
+bookkeeping).
 """
 
 from dataclasses import dataclass
@@ -102,6 +105,21 @@ def value_decode(raw: bytes) -> tuple[int, bytes | None]:
     """(version, body), the body None for a tombstone."""
     version, _, body = raw.partition(b":")
     return int(version), body or None
+
+
+# --- Feeds ---------------------------------------------------------------------------------------
+
+
+def feed_key(name: str, partition: str | None = None) -> str:
+    """A feed (reads/models.py): `<prefix>:feed:latest`, or one per author, `<prefix>:feed:user-posts:<id>`."""
+    key = f"{settings.CQRS_CACHE_PREFIX}:feed:{name}"
+    return key if partition is None else f"{key}:{partition}"
+
+
+def feed_name(key: str) -> str | None:
+    """The name of the feed a key is (latest, top, user-posts), or None if it is not a feed's."""
+    head, _, rest = key.partition(f"{settings.CQRS_CACHE_PREFIX}:feed:")
+    return None if head or not rest else rest.split(":", 1)[0]
 
 
 # --- Other keys --------------------------------------------------------------------------------

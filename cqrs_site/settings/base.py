@@ -117,6 +117,13 @@ CQRS_CACHE_PREFIX = os.environ.get("CQRS_CACHE_PREFIX", "cqrs")
 # TTL is the last backstop for staleness, not the mechanism; jitter spreads expiries.
 CQRS_CACHE_TTL_SECONDS = int(os.environ.get("CQRS_CACHE_TTL_SECONDS", "3600"))
 CQRS_CACHE_TTL_JITTER = float(os.environ.get("CQRS_CACHE_TTL_JITTER", "0.1"))
+# The staleness a write may have before the cache is judged behind (the inspector and
+# check_consistency look again after this long before they call a difference stale).
+VISIBILITY_BOUND_SECONDS = float(os.environ.get("VISIBILITY_BOUND_SECONDS", "1.0"))
+# Feeds (a user's posts, the latest, the most liked) hold at most this many posts each; deeper
+# pages are read from MongoDB. A feed expires FEED_TTL_SECONDS (± jitter) after it was filled.
+FEED_MAX_MEMBERS = int(os.environ.get("FEED_MAX_MEMBERS", "1000"))
+FEED_TTL_SECONDS = int(os.environ.get("FEED_TTL_SECONDS", "3600"))
 # A tombstone must outlive any fill that could still be in flight for the deleted document.
 CQRS_TOMBSTONE_TTL_SECONDS = int(os.environ.get("CQRS_TOMBSTONE_TTL_SECONDS", "86400"))
 # Fault injection for the race tests: each read-through fill sleeps up to this long between its

@@ -124,7 +124,10 @@ def test_the_swagger_ui_lists_every_operation_and_tries_one_against_the_api(stac
     page.goto(stack.url + "/api/docs/")
     operations = page.locator(".opblock")
     operations.first.wait_for()
-    assert operations.count() == 10  # every path and method of the schema
+    schema = stack.reader.get(stack.url + "/api/schema/?format=json").json()
+    methods = {"get", "post", "put", "patch", "delete"}
+    in_schema = sum(1 for operations_of in schema["paths"].values() for method in operations_of if method in methods)
+    assert operations.count() == in_schema == 11  # every path and method of the schema
     page.locator(".opblock-get", has_text="/api/users/{user_id}").first.locator(".opblock-summary").click()
     page.click("text=Try it out")
     page.fill("input[placeholder=user_id]", user["id"])

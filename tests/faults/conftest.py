@@ -23,6 +23,8 @@ def fault_stack(tmp_path_factory):
         KAFKA_PUBLISH_TIMEOUT_SECONDS="1",
         RELAY_GRACE_SECONDS="2",
         CQRS_FAULT_FILL_DELAY_SECONDS="0.05",
+        # Feeds keep their newest 40 posts: deeper pages are read from MongoDB.
+        FEED_MAX_MEMBERS="40",
     )
     yield stack
     stack.heal()

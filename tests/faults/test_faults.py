@@ -13,6 +13,8 @@ import pytest
 import requests
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from tests.stackctl import guarded_thread
+
 pytestmark = pytest.mark.faults
 
 
@@ -272,18 +274,9 @@ def test_randomized_race_readers_never_see_a_version_go_back(stack, record):
             time.sleep(0.2)
 
     errors = []
-
-    def guarded(work):
-        def run():
-            try:
-                work()
-            except Exception as exc:  # a dead thread must fail the test, not thin it out
-                errors.append(repr(exc))
-                stop.set()
-
-        return threading.Thread(target=run)
-
-    threads = [guarded(f) for f in [writer, writer, reader, reader, reader, reader, evict_and_delete]]
+    threads = [
+        guarded_thread(f, errors, stop) for f in [writer, writer, reader, reader, reader, reader, evict_and_delete]
+    ]
     for thread in threads:
         thread.start()
     stop.wait(20)

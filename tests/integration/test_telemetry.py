@@ -14,7 +14,7 @@ from rest_framework.authtoken.models import Token
 from cqrs_site.core.telemetry import Instrumented
 from reads.cache import cache_put
 from reads.fastpath import CacheHits
-from reads.projections import Entry
+from reads.models import Entry
 from tests.conftest import eventually
 from tests.wsgi import wsgi_call as call
 from writes import services

@@ -1,7 +1,7 @@
 """The version fence, against the real Redis."""
 
 from reads.cache import cache_get, cache_put
-from reads.projections import Entry
+from reads.models import Entry
 
 
 def test_a_newer_version_replaces_an_older_one():

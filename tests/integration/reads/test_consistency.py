@@ -30,13 +30,21 @@ def test_warm_cache_fills_every_entry_and_the_check_finds_them_consistent(record
     out = io.StringIO()
     call_command("warm_cache", "--no-progress", "--batch-size", "4", stdout=out)
     assert out.getvalue().strip() == f"{len(users) + 2 * len(posts)} entries stored, 0 already current"
+    every = {"consistent": 0, "stale": 0, "missing": 0, "in_flight": 0}
     assert check("--batch-size", "4") == {
         "documents": 10,
         "consistent": 17,
         "stale": 0,
         "missing": 0,
+        "in_flight": 0,
         "orphaned": 0,
         "repaired": 0,
+        # No feed is cached (none was read), so no feed place is judged.
+        "by_model": {
+            "user": {**every, "consistent": 3},
+            "post": {**every, "consistent": 7},
+            "post-likes": {**every, "consistent": 7},
+        },
     }
 
 

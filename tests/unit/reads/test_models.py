@@ -1,5 +1,5 @@
 from cqrs_site.core.codec import post_key, post_likes_key, user_key
-from reads.projections import entries_for
+from reads.models import entries_for
 from writes.events import POST, USER
 
 
