@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PORT READ_INSTANCES WRITE_INSTANCES CONSUMERS
 
-.PHONY: install up down status logs test bench lint format
+.PHONY: install up down status restart logs test bench lint format
 
 install:
 	@bash deploy/install.sh
@@ -18,6 +18,10 @@ status:
 
 logs:
 	@$(PY) -m deploy.localstack logs
+
+# `make restart NAME=consumer-1`: one program of the running stack.
+restart:
+	@$(PY) -m deploy.localstack restart $(NAME)
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

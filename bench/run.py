@@ -30,7 +30,7 @@ from pathlib import Path
 
 import requests
 
-from deploy import localstack
+from deploy import localstack, processes
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -66,18 +66,19 @@ class Bench:
         if self.run_dir.exists():
             shutil.rmtree(self.run_dir)
         self.run_dir.mkdir(parents=True)
-        self.port = localstack.free_port()
-        self.ceiling_port = localstack.free_port()
+        self.port = processes.free_port()
+        self.ceiling_port = processes.free_port()
         self.env = {
             **{k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE",)},
             "CQRS_RUN_DIR": str(self.run_dir),
             "PORT": str(self.port),
-            "HAPROXY_STATS_PORT": str(localstack.free_port()),
-            "READ_PORT_BASE": str(localstack.free_port_block(args.read_instances)),
-            "WRITE_PORT_BASE": str(localstack.free_port_block(1)),
-            "REDIS_PORT": str(localstack.free_port()),
-            "MONGO_PORT": str(localstack.free_port()),
-            "KAFKA_PORT": str(localstack.free_port()),
+            "HAPROXY_STATS_PORT": str(processes.free_port()),
+            "READ_PORT_BASE": str(processes.free_port_block(args.read_instances)),
+            "WRITE_PORT_BASE": str(processes.free_port_block(1)),
+            "REDIS_PORT": str(processes.free_port()),
+            "MONGO_PORT": str(processes.free_port()),
+            "KAFKA_PORT": str(processes.free_port()),
+            "METRICS_PORT_BASE": str(processes.free_port_block(5)),
             "READ_INSTANCES": str(args.read_instances),
             "WRITE_INSTANCES": "1",
             "CONSUMERS": "2",
@@ -87,7 +88,7 @@ class Bench:
         for variable in ("MONGODB_URI", "KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL"):
             self.env.pop(variable, None)
         self.url = f"http://127.0.0.1:{self.port}"
-        self.extra: list[localstack.Process] = []
+        self.extra: list[processes.Process] = []
         self.results: dict = {"scenarios": {}}
 
     # --- the stack ---------------------------------------------------------------------------
@@ -111,10 +112,10 @@ class Bench:
         """The bare WSGI function on its own gunicorn instances and its own HAProxy, with the read
         pool's gunicorn config file and the same HAProxy template (the write pool behind it too)."""
         stack = self._stack()
-        base = localstack.free_port_block(self.args.read_instances)
+        base = processes.free_port_block(self.args.read_instances)
         for index in range(self.args.read_instances):
-            argv = [str(localstack.VENV_BIN / "gunicorn"), "-c", str(ROOT / "deploy/gunicorn_read.py")]
-            process = localstack.Process(
+            argv = [str(processes.VENV_BIN / "gunicorn"), "-c", str(ROOT / "deploy/gunicorn_read.py")]
+            process = processes.Process(
                 f"ceiling-{index + 1}",
                 [*argv, "bench.ceiling_wsgi"],
                 self.run_dir,
@@ -133,9 +134,9 @@ class Bench:
         argv = [shutil.which("haproxy") or "/usr/sbin/haproxy", "-db", "-f", str(config)]
         haproxy_env = {
             "HAPROXY_BIND": f"127.0.0.1:{self.ceiling_port}",
-            "HAPROXY_STATS_BIND": f"127.0.0.1:{localstack.free_port()}",
+            "HAPROXY_STATS_BIND": f"127.0.0.1:{processes.free_port()}",
         }
-        self.extra.append(localstack.Process("haproxy-ceiling", argv, self.run_dir, self.ceiling_port, env=haproxy_env))
+        self.extra.append(processes.Process("haproxy-ceiling", argv, self.run_dir, self.ceiling_port, env=haproxy_env))
         for process in self.extra:
             process.start()
         for process in self.extra:

@@ -9,7 +9,14 @@
 - Partitions being revoked get their applied offsets committed first.
 - `stop()` (SIGTERM, SIGINT) lets the current batch finish, commits, and leaves the group.
 - `ready_file`, when given, exists from the first partition assignment (the group has taken this
-  member in) until the consumer stops: what a launcher or a readiness probe waits for.
+  member in) until the consumer stops, holding its PID: what a launcher or a readiness probe
+  waits for. It is removed at start too, so a killed consumer's file never speaks for its
+  successor.
+- How far each partition was applied is recorded in Redis beside the results (the cache). On
+  assignment the consumer holds that against the broker: committed offsets gone, or a log that
+  ends before what was applied, mean the broker lost data (a memory-only broker restarted, a
+  topic recreated, offsets deleted). Events in between may be lost for good, so it logs and
+  counts it, and asks the cache inspector for a sweep now (cqrs_site/core/sweeps.py).
 - Each applied event gets a log line with its id, type and the request id of the write that
   made it (from the message's headers); metrics count them, the dead letters, and the lag per
   partition (from librdkafka's statistics).
@@ -27,13 +34,17 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from django.conf import settings
 
+from cqrs_site.core.codec import consumer_offsets_key
 from cqrs_site.core.metrics import (
     CONSUMER_APPLY_FAILURES,
     CONSUMER_DEAD_LETTERED,
     CONSUMER_EVENTS_APPLIED,
     CONSUMER_LAG,
+    CONSUMER_OFFSETS_LOST,
     serve_metrics,
 )
+from cqrs_site.core.redis_client import redis_client
+from cqrs_site.core.sweeps import sweep_request
 from writes.producer import Deliveries, publisher_close
 
 from .registry import ConsumerSpec
@@ -89,6 +100,9 @@ class ConsumerRunner:
         self.stopping.set()
 
     def run(self) -> None:
+        if self.ready_file is not None:
+            self.ready_file.parent.mkdir(parents=True, exist_ok=True)
+            self.ready_file.unlink(missing_ok=True)
         serve_metrics(self.metrics_port, settings.METRICS_HOST)
         self.consumer.subscribe([self.spec.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         logger.info("consumer %s joined group %s on %s", self.spec.name, self.spec.group, self.spec.topic)
@@ -139,6 +153,7 @@ class ConsumerRunner:
         if not self._apply(items):
             return False
         self.applied += len(items)
+        self._record(done)
         self._commit(done)
         self._applied(decoded)
         return True
@@ -198,14 +213,31 @@ class ConsumerRunner:
                     return False
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
-    def _commit(self, messages) -> None:
+    @staticmethod
+    def _next_offsets(messages) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> the offset after the batch's last message there."""
         highest: dict[tuple[str, int], int] = {}
         for message in messages:
             key = (message.topic(), message.partition())
-            highest[key] = max(highest.get(key, -1), message.offset())
+            highest[key] = max(highest.get(key, -1), message.offset() + 1)
+        return highest
+
+    def _record(self, messages) -> None:
+        """Note in Redis how far each partition was applied (held against the broker on assignment)."""
+        by_topic: dict[str, dict[int, int]] = {}
+        for (topic, partition), offset in self._next_offsets(messages).items():
+            by_topic.setdefault(topic, {})[partition] = offset
+        try:
+            for topic, offsets in by_topic.items():
+                redis_client().hset(consumer_offsets_key(self.spec.group, topic), mapping=offsets)
+        except Exception as exc:  # a note, not the offsets themselves: losing one is harmless
+            logger.warning("could not note the applied offsets: %s", exc)
+
+    def _commit(self, messages) -> None:
+        highest = self._next_offsets(messages)
         if not highest:
             return
-        self.consumer.store_offsets(offsets=[TopicPartition(t, p, o + 1) for (t, p), o in highest.items()])
+        self.consumer.store_offsets(offsets=[TopicPartition(t, p, o) for (t, p), o in highest.items()])
         self._commit_stored()
 
     def _commit_stored(self) -> None:
@@ -218,12 +250,48 @@ class ConsumerRunner:
 
     def _on_assign(self, consumer, partitions) -> None:
         logger.info("assigned %s", [p.partition for p in partitions])
+        try:
+            self._check_offsets(consumer, partitions)
+        except Exception as exc:  # a check: the consumer goes on without it
+            logger.warning("could not hold the committed offsets against what was applied: %s", exc)
         if self.ready_file is not None:
             self.ready_file.write_text(f"{os.getpid()}\n")
         if self.from_beginning:
             for partition in partitions:
                 partition.offset = OFFSET_BEGINNING
             consumer.assign(partitions)
+
+    def _check_offsets(self, consumer, partitions) -> None:
+        """The broker lost data if a partition's committed offset is gone, or its log ends before
+        what this group applied (see the module's docstring)."""
+        if not partitions:
+            return
+        topic = partitions[0].topic
+        key = consumer_offsets_key(self.spec.group, topic)
+        applied = {int(p): int(o) for p, o in redis_client().hgetall(key).items()}
+        lost = []
+        for committed in consumer.committed([TopicPartition(p.topic, p.partition) for p in partitions], timeout=5):
+            noted = applied.get(committed.partition)
+            if not noted:
+                continue
+            _low, high = consumer.get_watermark_offsets(committed, timeout=5, cached=False)
+            if committed.offset < 0 or high < noted:
+                lost.append((committed.partition, noted, committed.offset, high))
+        if not lost:
+            return
+        CONSUMER_OFFSETS_LOST.labels(self.spec.name).inc(len(lost))
+        for partition, noted, committed, high in lost:
+            logger.error(
+                "partition %s[%d]: applied up to %d, but the broker has committed %s and its log ends at %d: "
+                "it lost events",
+                topic,
+                partition,
+                noted,
+                committed if committed >= 0 else "nothing",
+                high,
+            )
+        redis_client().hdel(key, *[partition for partition, *_ in lost])
+        sweep_request(f"consumer {self.spec.name} found the broker lost partitions {[p for p, *_ in lost]} of {topic}")
 
     def _on_revoke(self, consumer, partitions) -> None:
         logger.info("revoked %s", [p.partition for p in partitions])

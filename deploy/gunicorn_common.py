@@ -6,8 +6,11 @@ gunicorn instance (the launcher gives each its own; otherwise a temporary one), 
 master starts; `/metrics` adds up the files (cqrs_site/core/metrics.py).
 """
 
+import ctypes
+import ctypes.util
 import os
 import shutil
+import signal
 import tempfile
 
 timeout = 30
@@ -44,6 +47,16 @@ def on_starting(server):
     # Values of a previous run of this instance would be added to this one's.
     shutil.rmtree(metrics_dir, ignore_errors=True)
     os.makedirs(metrics_dir, exist_ok=True)
+
+
+def post_fork(server, worker):
+    # A worker dies with its master (Linux's parent-death signal): killed, a master would
+    # otherwise leave its workers holding the port until they noticed (15 s, measured), and the
+    # supervisor's restart would fail to bind it.
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != server.pid:  # the master died before the line above
+        os._exit(1)
 
 
 def child_exit(server, worker):

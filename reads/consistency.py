@@ -79,7 +79,7 @@ def document_count() -> int:
     return sum(spec.collection().estimated_document_count() for spec in AGGREGATES.values())
 
 
-def _model_of(op: Entry | Member) -> str:
+def model_of(op: Entry | Member) -> str:
     """The read model a write belongs to, by name (reads/models.py): user, post, post-likes, or a feed's."""
     if isinstance(op, Member):
         return feed_name(op.feed)
@@ -203,14 +203,14 @@ def consistency_check(
             suspects = [op for op, outcome in judged if outcome == "stale"]
             for op, outcome in judged:
                 if outcome in ("consistent", "missing"):
-                    report.count(_model_of(op), outcome)
+                    report.count(model_of(op), outcome)
             if suspects:
                 time.sleep(bound)
                 stale, in_flight = recheck(aggregate, suspects, versions)
                 for op in in_flight:
-                    report.count(_model_of(op), "in_flight")
+                    report.count(model_of(op), "in_flight")
                 for op in stale:
-                    report.count(_model_of(op), "stale")
+                    report.count(model_of(op), "stale")
                 report.stale_keys += [_describe(op) for op in stale][: 100 - len(report.stale_keys)]
                 if repair and stale:
                     report.repaired += sum(cache_apply(stale, writer="repair", rewrite_same_version=True))

@@ -20,10 +20,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def stores():
     """Indexes and topics exist before any test runs (as `make up` ensures for the stack)."""
     from writes.documents import ensure_indexes
-    from writes.topics import topics_create
+    from writes.topics import topics_ensure
 
     ensure_indexes()
-    topics_create()
+    topics_ensure()
     yield
     from writes.producer import publisher_close
 

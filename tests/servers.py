@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy import localstack
+from deploy import processes
 
 _state: dict = {}
 
@@ -21,7 +21,7 @@ _state: dict = {}
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config, parser, args):
     run_dir = Path(tempfile.mkdtemp(prefix="cqrs-test-"))
-    env, started = localstack.servers_start(run_dir, mongo_storage=":memory:", free_ports=True)
+    env, started = processes.servers_start(run_dir, mongo_storage=":memory:", free_ports=True)
     run_id = uuid.uuid4().hex[:8]
     env.update(
         {

@@ -15,7 +15,7 @@ import redis
 import requests
 
 from cqrs_site.core.codec import value_decode
-from deploy import localstack
+from deploy import localstack, processes
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_VARIABLES = ("MONGODB_URI", "KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL")
@@ -36,9 +36,9 @@ class StackControl:
         self.redis = redis.Redis.from_url(servers["REDIS_URL"], socket_timeout=3)
         self.prefix = env["CQRS_CACHE_PREFIX"]
 
-    def process(self, name: str) -> localstack.Process:
-        [process] = [p for p in self._stack().all_processes() if p.name == name]
-        return process
+    def process(self, name: str):
+        """One program of the stack (deploy/supervision.py Program: pid, start, stop, log)."""
+        return self._stack().program(name)
 
     def _stack(self) -> localstack.Stack:
         with _env(self.env):
@@ -71,28 +71,26 @@ class StackControl:
         assert answer.status_code in (200, 303), answer.text[:200]
 
     def signal(self, name: str, signum: int) -> None:
-        localstack.signal_group(self.process(name).pid(), signum)
+        processes.signal_group(self.process(name).pid(), signum)
 
-    def kill(self, name: str) -> None:
-        process = self.process(name)
-        pid = process.pid()
-        localstack.signal_group(pid, signal.SIGKILL)
-        while localstack.group_alive(pid):
+    def kill(self, name: str) -> int:
+        """SIGKILL a program's whole process group, as a crash would; returns the dead PID. The
+        stack's supervisor starts it again by itself."""
+        pid = self.process(name).pid()
+        processes.signal_group(pid, signal.SIGKILL)
+        while processes.group_alive(pid):
             time.sleep(0.05)
+        return pid
 
     def heal(self) -> None:
-        """Start whatever is not running, resume whatever is frozen, and wait until all are ready."""
+        """Resume whatever is frozen, start whatever is stopped, and wait until all are ready."""
         for process in self._stack().all_processes():
             pid = process.pid()
             if pid is not None:
-                localstack.signal_group(pid, signal.SIGCONT)
-                continue
-            if process.name in {"redis", "mongodb", "kafka"} and localstack.port_open(process.port):
-                continue  # a server the stack uses but did not start
-            if process.ready_file is not None:
-                process.ready_file.unlink(missing_ok=True)
-            with _env(self.env):
+                processes.signal_group(pid, signal.SIGCONT)
+            else:
                 process.start()
+        for process in self._stack().all_processes():
             process.wait_ready()
         deadline = time.monotonic() + 20
         while not all(
@@ -100,6 +98,13 @@ class StackControl:
         ):
             assert time.monotonic() < deadline, "HAProxy does not see every instance up"
             time.sleep(0.2)
+
+    def write_readiness(self) -> dict:
+        """write-1's own /readyz (the producer's state: `kafka` up, suspect, stalled, resetting)."""
+        try:
+            return requests.get(f"http://127.0.0.1:{self.process('write-1').port}/readyz", timeout=2).json()
+        except (requests.RequestException, ValueError):
+            return {}
 
     def manage(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         servers = (self.run_dir / "servers.env").read_text().splitlines()
@@ -154,6 +159,24 @@ class StackControl:
         ]
 
 
+class Background:
+    """Threads that run while the `with` block does: `self.stop` is set at its end."""
+
+    def __init__(self, *work) -> None:
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=w) for w in work]
+
+    def __enter__(self):
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(60)
+
+
 def guarded_thread(work, errors: list, stop: threading.Event) -> threading.Thread:
     """A thread running `work`; if it raises, the error is recorded and `stop` is set: a dead
     thread must fail the test, not thin it out."""
@@ -189,15 +212,17 @@ def stack_start(run_dir: Path, *, own_servers: bool, group_suffix: str, **overri
     if own_servers:
         for variable in SERVER_VARIABLES:
             env.pop(variable, None)
-        env.update({name: str(localstack.free_port()) for name in ("REDIS_PORT", "MONGO_PORT", "KAFKA_PORT")})
+        env.update({name: str(processes.free_port()) for name in ("REDIS_PORT", "MONGO_PORT", "KAFKA_PORT")})
     read_instances = int(overrides.get("READ_INSTANCES", "2"))
     env.update(
         {
             "CQRS_RUN_DIR": str(run_dir),
-            "PORT": str(localstack.free_port()),
-            "HAPROXY_STATS_PORT": str(localstack.free_port()),
-            "READ_PORT_BASE": str(localstack.free_port_block(read_instances)),
-            "WRITE_PORT_BASE": str(localstack.free_port_block(int(overrides.get("WRITE_INSTANCES", "1")))),
+            "PORT": str(processes.free_port()),
+            "HAPROXY_STATS_PORT": str(processes.free_port()),
+            "READ_PORT_BASE": str(processes.free_port_block(read_instances)),
+            "WRITE_PORT_BASE": str(processes.free_port_block(int(overrides.get("WRITE_INSTANCES", "1")))),
+            # Every port a test stack opens is a free one, metrics included (`make up` may run beside it).
+            "METRICS_PORT_BASE": str(processes.free_port_block(int(overrides.get("CONSUMERS", "2")) + 2)),
             "READ_INSTANCES": str(read_instances),
             "WRITE_INSTANCES": "1",
             "CONSUMERS": "2",
@@ -214,11 +239,14 @@ def stack_start(run_dir: Path, *, own_servers: bool, group_suffix: str, **overri
 
 
 def stack_stop(stack: StackControl) -> None:
-    """`make down`, then no process the stack started may be left."""
-    pids = [int(p.read_text()) for p in (stack.run_dir / "pids").glob("*.pid")]
+    """`make down`, then no process the stack started may be left: supervisord, its programs
+    and their process groups (a pool's workers)."""
+    supervisor = stack._stack().supervisor
+    groups = [row["pid"] for row in supervisor.info().values() if row["pid"]]
+    daemon = supervisor.pid()
     down = subprocess.run(
         [sys.executable, "-m", "deploy.localstack", "down"], cwd=ROOT, env=stack.env, capture_output=True, text=True
     )
     assert down.returncode == 0, down.stdout + down.stderr
-    left = [pid for pid in pids if localstack.pid_alive(pid)]
-    assert not left, f"processes left running after down: {left}"
+    left = [pid for pid in groups if processes.group_alive(pid)]
+    assert not left and (daemon is None or not processes.pid_alive(daemon)), f"left running after down: {left}"

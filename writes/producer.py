@@ -10,7 +10,11 @@ reports, errors). librdkafka's idempotent producer cannot recover from some stat
   epoch 353 after 15 s, every message timed out). The poller calls that a *stall*: messages
   outstanding for KAFKA_PRODUCER_STALL_SECONDS with no acknowledgement while the broker
   answers a metadata request for the topic.
-Either way the poller purges the old instance (the waiting deliveries fail at once; their
+- a broker that came back after its connections dropped (idle producers included: they hold
+  nothing outstanding, so nothing would show the stall until their next write waited it out):
+  it may have lost its state, and a new instance costs nothing, so the poller makes one as soon
+  as the broker answers again.
+In each case the poller purges the old instance (the waiting deliveries fail at once; their
 events are still in the outboxes, so the relay or a retry sends them) and makes a new one, at
 most once per backoff period (doubling up to 30 s while resets repeat). `producer_state()`
 tells readiness and metrics whether writes can publish directly.
@@ -45,6 +49,9 @@ class _Publisher:
         self.last_ack = time.monotonic()
         self.outstanding_since: float | None = None
         self.stalled = False  # the broker answers, this instance does not deliver
+        self.disconnected = False  # every broker connection dropped since the last check
+        self.next_check_at = 0.0  # the broker is asked about the topic at most once a second
+        self.topic_missing_logged_at = 0.0
         # After a publish timed out, writes stop waiting for acknowledgements until this moment
         # (monotonic): while the broker is down they answer at MongoDB speed, their events kept
         # in the outboxes. Any acknowledgement ends it early.
@@ -60,7 +67,10 @@ class _Publisher:
         if error.fatal():
             logger.error("Kafka producer fatal error, replacing the producer: %s", error)
             self.reset_reason = "fatal"
-        elif error.code() != KafkaError._TRANSPORT:  # a broker connection dropped: retried by librdkafka
+        elif error.code() == KafkaError._ALL_BROKERS_DOWN:
+            logger.warning("Kafka producer lost the broker: %s", error)
+            self.disconnected = True
+        elif error.code() != KafkaError._TRANSPORT:  # one connection dropped: librdkafka retries it
             logger.warning("Kafka producer error: %s", error)
 
     def produce(self, **message) -> None:
@@ -103,10 +113,16 @@ class _Publisher:
         elif self.outstanding_since is None:
             self.outstanding_since = now
         waiting = self.outstanding_since is not None and now - max(self.outstanding_since, self.last_ack)
-        if self.reset_reason is None and waiting and waiting > settings.KAFKA_PRODUCER_STALL_SECONDS:
-            self.stalled = True
-            if now >= self.next_reset_at and self._topic_answers():
-                self.reset_reason = "stalled"
+        stalled = bool(waiting and waiting > settings.KAFKA_PRODUCER_STALL_SECONDS)
+        self.stalled = self.stalled or stalled
+        if (
+            self.reset_reason is None
+            and (stalled or self.disconnected)
+            and now >= max(self.next_reset_at, self.next_check_at)
+        ):
+            self.next_check_at = now + 1.0
+            if self._topic_answers():
+                self.reset_reason = "stalled" if stalled else "reconnected"
         if self.reset_reason is not None and now >= self.next_reset_at:
             self._reset(self.reset_reason)
         PRODUCER_DIRECT.set(1 if self.state() == "direct" else 0)
@@ -119,10 +135,12 @@ class _Publisher:
             return False
         topic = metadata.topics.get(settings.KAFKA_EVENTS_TOPIC)
         if topic is None or topic.error is not None:
-            logger.error(
-                "the topic %s is missing on the broker: run `manage.py create_topics` (the relay does it by itself)",
-                settings.KAFKA_EVENTS_TOPIC,
-            )
+            if time.monotonic() - self.topic_missing_logged_at > 10:
+                self.topic_missing_logged_at = time.monotonic()
+                logger.error(
+                    "the topic %s is missing: run `manage.py create_topics` (the relay does it by itself)",
+                    settings.KAFKA_EVENTS_TOPIC,
+                )
             return False
         return True
 
@@ -130,6 +148,7 @@ class _Publisher:
         with self.lock:
             old, self.producer = self.producer, self._new()
         self.reset_reason, self.outstanding_since, self.last_ack = None, None, time.monotonic()
+        self.disconnected = False
         self.next_reset_at = time.monotonic() + self.reset_backoff
         self.reset_backoff = min(self.reset_backoff * 2, MAX_RESET_BACKOFF_SECONDS)
         self.resets += 1
@@ -141,9 +160,12 @@ class _Publisher:
 
     def state(self) -> str:
         """`direct` while writes publish directly; otherwise why not: `resetting` (the producer
-        is being replaced), `stalled` (it does not deliver), `suspect` (a publish timed out)."""
+        is being replaced), `disconnected` (no broker answers), `stalled` (it does not deliver),
+        `suspect` (a publish timed out)."""
         if self.reset_reason is not None:
             return "resetting"
+        if self.disconnected:
+            return "disconnected"
         if self.stalled:
             return "stalled"
         return "suspect" if self.suspect() else "direct"

@@ -125,6 +125,16 @@ def feed_name(key: str) -> str | None:
 # --- Other keys --------------------------------------------------------------------------------
 
 
+def sweep_request_key() -> str:
+    """A request for an immediate sweep of the cache inspector (cqrs_site/core/sweeps.py)."""
+    return f"{settings.CQRS_CACHE_PREFIX}:inspector:sweep"
+
+
+def consumer_offsets_key(group: str, topic: str) -> str:
+    """Per partition, the offset a consumer group applied up to (consumers/runner.py)."""
+    return f"{settings.CQRS_CACHE_PREFIX}:consumer:{group}:{topic}"
+
+
 def window_key(name: str, identity: str, window: int) -> str:
     """One fixed-window counter (cqrs_site/core/ratelimit.py)."""
     return f"{settings.CQRS_CACHE_PREFIX}:window:{name}:{identity}:{window}"

@@ -71,10 +71,15 @@ RELAY_PUBLISH_ERRORS = Counter(
     "Events the relay could not get acknowledged (they stay pending and are retried).",
 )
 RELAY_PASS_ERRORS = Counter("cqrs_relay_pass_errors_total", "Relay passes that failed (MongoDB unavailable).")
+TOPICS_REMADE = Counter(
+    "cqrs_topics_remade_total",
+    "Topics the relay found missing or short of partitions and made right (created, grown, recreated).",
+)
 PRODUCER_RESETS = Counter(
     "cqrs_producer_resets_total",
     "Kafka producers replaced because they could no longer send: `fatal` (a fatal librdkafka "
-    "error) or `stalled` (messages outstanding while the broker answers).",
+    "error), `stalled` (messages outstanding while the broker answers) or `reconnected` (the "
+    "broker came back after every connection dropped: it may have lost its state).",
     ["reason"],
 )
 PRODUCER_DIRECT = Gauge(
@@ -100,12 +105,47 @@ CONSUMER_APPLY_FAILURES = Counter(
     "Batches whose apply failed (a server down) and was retried; the offsets wait.",
     ["consumer"],
 )
+CONSUMER_OFFSETS_LOST = Counter(
+    "cqrs_consumer_offsets_lost_total",
+    "Partitions a consumer found the broker had lost: committed offsets gone, or a log that ends "
+    "before what was applied. Each asks the cache inspector for an immediate sweep.",
+    ["consumer"],
+)
 CONSUMER_LAG = Gauge(
     "cqrs_consumer_lag_messages",
     "Messages in a partition the consumer has not yet applied (high watermark minus its position).",
     ["consumer", "topic", "partition"],
     multiprocess_mode="mostrecent",
 )
+# --- The cache inspector -------------------------------------------------------------------------
+INSPECTOR_CHECKED = Counter(
+    "cqrs_inspector_checked_total",
+    "Cache entries and feed places the inspector compared with MongoDB, by read model.",
+    ["model"],
+)
+INSPECTOR_JUDGED = Counter(
+    "cqrs_inspector_judged_total",
+    "Of those, the ones judged (older than the visibility bound): consistent, or stale, by read model. "
+    "consistent / (consistent + stale) is the system's consistency.",
+    ["model", "outcome"],
+)
+INSPECTOR_REPAIRED = Counter("cqrs_inspector_repaired_total", "Stale cache writes the inspector repaired.")
+INSPECTOR_CONSISTENCY = Gauge(
+    "cqrs_inspector_consistency_ratio",
+    "The share of judged cache writes found consistent in the last whole sweep (1.0 when all were).",
+)
+INSPECTOR_OLDEST_UNCHECKED = Gauge(
+    "cqrs_inspector_oldest_unchecked_seconds",
+    "Seconds since the oldest check of any cache entry: every entry was checked at least this recently.",
+)
+INSPECTOR_SWEEPS = Counter(
+    "cqrs_inspector_sweeps_total",
+    "Whole sweeps: regular (at INSPECTOR_DOCS_PER_SECOND), or requested (at once, at full speed, "
+    "because the broker lost data).",
+    ["kind"],
+)
+INSPECTOR_SWEEP_SECONDS = Gauge("cqrs_inspector_sweep_seconds", "How long the last whole sweep took.")
+
 WRITE_TO_APPLY_SECONDS = Histogram(
     "cqrs_write_to_apply_seconds",
     "Time from a write's commit to its event being applied in the read cache: the staleness "

@@ -86,7 +86,9 @@ LANGUAGE_CODE = "en-us"
 STATIC_URL = "/static/"
 
 # --- MongoDB: the store of record -------------------------------------------------------------
-MONGODB_URI = os.environ.get("MONGODB_URI", "mongodb://127.0.0.1:27018/cqrs")
+# The default is the embedded SecantusDB of `make up`, without retryable writes (deploy/processes.py
+# says why); a real MongoDB keeps pymongo's retryWrites=true.
+MONGODB_URI = os.environ.get("MONGODB_URI", "mongodb://127.0.0.1:27018/cqrs?retryWrites=false")
 # How long an operation waits for a reachable server before the API answers 503.
 MONGODB_TIMEOUT_MS = int(os.environ.get("MONGODB_TIMEOUT_MS", "2000"))
 # A server that stops answering mid-request (hung, paused) fails the request after this long.
@@ -120,6 +122,12 @@ CQRS_CACHE_TTL_JITTER = float(os.environ.get("CQRS_CACHE_TTL_JITTER", "0.1"))
 # The staleness a write may have before the cache is judged behind (the inspector and
 # check_consistency look again after this long before they call a difference stale).
 VISIBILITY_BOUND_SECONDS = float(os.environ.get("VISIBILITY_BOUND_SECONDS", "1.0"))
+# The cache inspector (manage.py run_inspector): documents checked per second in a regular sweep,
+# and per MongoDB batch. A sweep asked for (the broker lost data) runs at full speed.
+INSPECTOR_DOCS_PER_SECOND = float(os.environ.get("INSPECTOR_DOCS_PER_SECOND", "500"))
+INSPECTOR_BATCH_SIZE = int(os.environ.get("INSPECTOR_BATCH_SIZE", "250"))
+# A regular sweep lasts at least this long, however few the documents.
+INSPECTOR_MIN_SWEEP_SECONDS = float(os.environ.get("INSPECTOR_MIN_SWEEP_SECONDS", "5"))
 # Feeds (a user's posts, the latest, the most liked) hold at most this many posts each; deeper
 # pages are read from MongoDB. A feed expires FEED_TTL_SECONDS (± jitter) after it was filled.
 FEED_MAX_MEMBERS = int(os.environ.get("FEED_MAX_MEMBERS", "1000"))
@@ -136,6 +144,9 @@ KAFKA_EVENTS_TOPIC = os.environ.get("KAFKA_EVENTS_TOPIC", "cqrs.events")
 KAFKA_DEAD_LETTER_TOPIC = os.environ.get("KAFKA_DEAD_LETTER_TOPIC", "cqrs.events.dlq")
 KAFKA_TOPIC_PARTITIONS = int(os.environ.get("KAFKA_TOPIC_PARTITIONS", "6"))
 KAFKA_REPLICATION_FACTOR = int(os.environ.get("KAFKA_REPLICATION_FACTOR", "1"))
+# A broker that cannot add partitions (the embedded Tansu) may have a short topic recreated, losing
+# what it holds (writes/topics.py). Off, except in the local stack.
+KAFKA_RECREATE_UNGROWABLE_TOPICS = env_bool("KAFKA_RECREATE_UNGROWABLE_TOPICS", False)
 # How long a write waits for the broker's acknowledgement before it answers anyway: the event
 # is already committed in the document's outbox, so the relay delivers it later.
 KAFKA_PUBLISH_TIMEOUT_SECONDS = float(os.environ.get("KAFKA_PUBLISH_TIMEOUT_SECONDS", "2.0"))
@@ -219,3 +230,5 @@ CACHE_CONSUMER_GROUP = os.environ.get("CACHE_CONSUMER_GROUP", "cqrs-cache")
 # The relay leaves an event alone this long after its write, which publishes it itself.
 RELAY_GRACE_SECONDS = float(os.environ.get("RELAY_GRACE_SECONDS", "5"))
 RELAY_INTERVAL_SECONDS = float(os.environ.get("RELAY_INTERVAL_SECONDS", "1"))
+# How often the relay checks that the topics exist with their partitions (writes/topics.py).
+RELAY_TOPIC_CHECK_SECONDS = float(os.environ.get("RELAY_TOPIC_CHECK_SECONDS", "2"))

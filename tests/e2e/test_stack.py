@@ -113,7 +113,7 @@ def test_every_process_serves_metrics_and_the_staleness_histogram_moves_with_wri
         group["labels"]["job"]: group["targets"]
         for group in json.loads((stack.run_dir / "prometheus-targets.json").read_text())
     }
-    assert set(targets) == {"read-pool", "write-pool", "consumer", "relay", "haproxy"}
+    assert set(targets) == {"read-pool", "write-pool", "consumer", "relay", "inspector", "haproxy"}
 
     def applied() -> float:
         return sum(scrape(address).get("cqrs_write_to_apply_seconds_count", 0) for address in targets["consumer"])
@@ -147,6 +147,9 @@ def test_every_process_serves_metrics_and_the_staleness_histogram_moves_with_wri
     series = 'cqrs_http_requests_total{method="GET",role="read",route="api/posts/<str:post_id>",status="200"}'
     assert sum(scrape(address).get(series, 0) for address in targets["read-pool"]) >= 5
     assert "cqrs_relay_pending_events" in scrape(targets["relay"][0])
+    # The inspector measures the consistency it sweeps (every entry checked recently).
+    inspector = scrape(targets["inspector"][0])
+    assert inspector["cqrs_inspector_oldest_unchecked_seconds"] < 60 and "cqrs_inspector_consistency_ratio" in inspector
     # HAProxy's exporter has every series the Grafana dashboard uses.
     haproxy = {name.split("{")[0] for name in scrape(targets["haproxy"][0])}
     dashboard = json.loads((Path(__file__).parents[2] / "deploy/grafana/dashboards/cqrs.json").read_text())

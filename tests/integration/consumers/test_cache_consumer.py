@@ -10,7 +10,7 @@ from django.conf import settings
 from cqrs_site.core.codec import post_key, post_likes_key, user_key
 from cqrs_site.core.logs import request_id_clear, request_id_set
 from cqrs_site.core.redis_client import redis_client
-from deploy.localstack import free_port
+from deploy.processes import free_port
 from reads.cache import cache_get
 from tests.conftest import eventually
 from writes import services

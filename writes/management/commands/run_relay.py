@@ -6,18 +6,40 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from pymongo.errors import PyMongoError
 
-from cqrs_site.core.metrics import RELAY_PASS_ERRORS, serve_metrics
+from cqrs_site.core.metrics import RELAY_PASS_ERRORS, TOPICS_REMADE, serve_metrics
+from cqrs_site.core.sweeps import sweep_request
 from writes.outbox import outbox_relay_pass
 from writes.producer import publisher_close
+from writes.topics import topic_partitions, topics_ensure, wanted_topics
 
 logger = logging.getLogger("writes.relay")
+
+
+def keep_topics(stopping: threading.Event) -> None:
+    """Every RELAY_TOPIC_CHECK_SECONDS, make the topics right if the broker lost them (a memory-only
+    broker restarted, an operator deleted one) or has them short of partitions. Runs on a thread
+    of its own, so a broker that does not answer never holds up the relay or its exit."""
+    while not stopping.wait(settings.RELAY_TOPIC_CHECK_SECONDS):
+        try:
+            have = topic_partitions(timeout=2)
+            if all(have.get(topic) == settings.KAFKA_TOPIC_PARTITIONS for topic in wanted_topics()):
+                continue
+            remade = [state for state in topics_ensure(timeout=5) if state.outcome != "exists"]
+        except Exception as exc:  # the broker is down, or the topics need an operator: try again
+            logger.warning("could not check the topics: %s", exc)
+            continue
+        if remade:
+            TOPICS_REMADE.inc(len(remade))
+            # Events the broker held there are gone: the inspector repairs the cache from MongoDB.
+            sweep_request(", ".join(f"topic {s.topic} {s.outcome}" for s in remade))
 
 
 class Command(BaseCommand):
     help = (
         "Publish the events that writes committed but could not hand to Kafka (broker down, process "
         "killed): every RELAY_INTERVAL_SECONDS, each document's pending outbox, in order, with the "
-        "idempotent producer. Safe to run several: consumers ignore duplicates. SIGTERM stops it."
+        "idempotent producer. Also keeps the topics (create_topics) when the broker comes back without "
+        "them. Safe to run several: consumers ignore duplicates. SIGTERM stops it within a second."
     )
 
     def add_arguments(self, parser):
@@ -32,9 +54,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, once, grace, metrics_port, **options):
         grace = settings.RELAY_GRACE_SECONDS if grace is None else grace
+        stopping = threading.Event()
         if not once:
             serve_metrics(metrics_port, settings.METRICS_HOST)
-        stopping = threading.Event()
+            threading.Thread(target=keep_topics, args=(stopping,), name="topic-keeper", daemon=True).start()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stopping.set())
         try:
@@ -46,7 +69,8 @@ class Command(BaseCommand):
                         raise CommandError(f"MongoDB unavailable: {exc}") from exc
                     RELAY_PASS_ERRORS.inc()
                     logger.error("relay pass failed, retrying: %s", exc)
-                    stopping.wait(settings.RELAY_INTERVAL_SECONDS)
+                    if stopping.wait(settings.RELAY_INTERVAL_SECONDS):
+                        return
                     continue
                 if done.events:
                     logger.info(
@@ -60,4 +84,5 @@ class Command(BaseCommand):
                 if stopping.wait(settings.RELAY_INTERVAL_SECONDS):
                     return
         finally:
-            publisher_close()
+            # Within the second SIGTERM allows: what is unacknowledged stays in its outbox.
+            publisher_close(timeout=0.5 if not once else 5)
