@@ -21,6 +21,9 @@ from pathlib import Path
 from .processes import PYTHON, ROOT, SERVERS, VENV_BIN, Process, env_int, port_open
 from .supervision import Program, Supervisor
 
+# What HAProxy's edge reads from the environment, as the app does.
+EDGE_SETTINGS = ("EDGE_HITS", "EDGE_REDIS_TIMEOUT_MS", "CQRS_CACHE_PREFIX", "DJANGO_ALLOWED_HOSTS")
+
 
 def haproxy_render(read_servers: list[str], write_servers: list[str], extra: str = "") -> str:
     """deploy/haproxy.cfg with its server markers filled in."""
@@ -166,7 +169,13 @@ class Stack:
     def haproxy(self) -> Process:
         config = self.run_dir / "haproxy.cfg"
         argv = [shutil.which("haproxy") or "/usr/sbin/haproxy", "-db", "-f", str(config)]
-        env = {"HAPROXY_BIND": f"127.0.0.1:{self.port}", "HAPROXY_STATS_BIND": f"127.0.0.1:{self.stats_port}"}
+        env = {
+            "HAPROXY_BIND": f"127.0.0.1:{self.port}",
+            "HAPROXY_STATS_BIND": f"127.0.0.1:{self.stats_port}",
+            # The edge (deploy/edge.lua) reads the cache as the app does.
+            "REDIS_URL": self.servers["REDIS_URL"],
+            **{name: os.environ[name] for name in EDGE_SETTINGS if name in os.environ},
+        }
         return Process("haproxy", argv, self.run_dir, self.port, env=env)
 
     def write_haproxy_config(self) -> None:

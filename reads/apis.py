@@ -8,6 +8,7 @@ from django.http import HttpResponse
 
 from cqrs_site.core.errors import ApiError, InvalidInput, MethodNotAllowed
 from cqrs_site.core.http import etag_for, is_version, none_match
+from writes.documents import object_id
 
 from . import feeds, selectors
 from .cache import PREFETCHED
@@ -127,7 +128,8 @@ def user_posts(request, user_id: str):
     limit, cursor = page_args(request.GET)
     selectors.user_get(user_id=user_id)  # 404 for an unknown user
     fresh = wants_fresh(request.headers.get("Cache-Control"))
-    page = feeds.feed_page(USER_FEED, partition=user_id, limit=limit, cursor=cursor, fresh=fresh)
+    partition = str(object_id(user_id))  # the canonical id: the feed the consumer keeps
+    page = feeds.feed_page(USER_FEED, partition=partition, limit=limit, cursor=cursor, fresh=fresh)
     return page_response(request, page)
 
 

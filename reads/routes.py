@@ -8,13 +8,14 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from cqrs_site.core.codec import LIKES, POST, USER
+from cqrs_site.core.codec import LIKES, POST, USER, entry_key, prefix
 
 from . import apis
 from .models import USER_FEED, FeedModel
 
-# What an id in a path can be for the fast path: anything else is Django's to answer (a 404).
-ID_PATTERN = "[0-9a-fA-F]{24}"
+# What an id in a path can be for the fast path and the edge: the canonical (lower-case) form of
+# an ObjectId. Anything else is Django's to answer: a 404, or the canonical id's entry.
+ID_PATTERN = "[0-9a-f]{24}"
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ ROUTES = (
 )
 # What the fast path answers: a route that reads one entry or one feed page.
 FAST_ROUTES = tuple(route for route in ROUTES if route.entry is not None or route.feed is not None)
+# What HAProxy's edge answers: a route that reads one entry.
+ENTRY_ROUTES = tuple(route for route in ROUTES if route.entry is not None)
 
 
 def fast_paths() -> re.Pattern:
@@ -52,3 +55,16 @@ def fast_paths() -> re.Pattern:
         for n, route in enumerate(FAST_ROUTES)
     ]
     return re.compile(r"^/api/(?:" + "|".join(alternatives) + r")\Z")
+
+
+def edge_routes_lua() -> str:
+    """deploy/edge_routes.lua: the entry routes for HAProxy's edge (deploy/edge.lua), each as a
+    Lua pattern of its path (the id captured) and its cache key after the prefix."""
+    rows = []
+    for route in ENTRY_ROUTES:
+        pattern = "^/api/" + re.sub(r"<str:\w+>", "(" + "[0-9a-f]" * 24 + ")", route.pattern) + "$"
+        aggregate, view = route.entry
+        key = entry_key(aggregate, "%s", view).removeprefix(f"{prefix()}:")
+        rows.append(f'  {{ pattern = "{pattern}", key = "{key}" }},  -- {route.label}')
+    header = "-- The entry routes of reads/routes.py for deploy/edge.lua. Generated: python manage.py edge_routes"
+    return header + "\nreturn {\n" + "\n".join(rows) + "\n}\n"

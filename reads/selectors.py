@@ -87,7 +87,7 @@ def _read(aggregate: str, doc_id: str, key_of, min_version: int, prefetched: tup
     oid = object_id(doc_id)
     if oid is None:
         raise NotFound()
-    key = key_of(doc_id)
+    key = key_of(str(oid))  # the canonical id (lower-case hex): the key the consumer writes
     try:
         if prefetched is not None and prefetched[0] == key:
             entry = cache.decode(key, prefetched[1])  # the fast path's read of this request

@@ -294,3 +294,38 @@ def test_randomized_race_readers_never_see_a_version_go_back(stack, record):
         regressions=0,
         seconds_to_converge=round(converge, 2),
     )
+
+
+def test_with_redis_stopped_the_edge_falls_through_to_the_pool_which_answers_degraded(stack):
+    ids = stack.posts_in_cache(1)
+    hit = requests.get(f"{stack.url}/api/posts/{ids[0]}", timeout=10)
+    assert (hit.headers["X-Served-By"], hit.headers["X-Cache"]) == ("edge", "hit")
+    stack.process("redis").stop()
+    started = time.monotonic()
+    answer = requests.get(f"{stack.url}/api/posts/{ids[0]}", timeout=10)
+    assert (answer.status_code, answer.headers["X-Served-By"], answer.headers["X-Cache"]) == (
+        200,
+        "read-pool",
+        "degraded",
+    )
+    assert answer.content == hit.content
+    assert time.monotonic() - started < 2  # the edge gave up on Redis within its timeout
+
+
+def test_with_the_read_pool_frozen_cached_records_are_still_answered_by_the_edge(stack, record):
+    ids = stack.posts_in_cache(3)
+    for post in ids:
+        requests.get(f"{stack.url}/api/posts/{post}/likes", timeout=10)  # the likes entries too
+    for name in ("read-1", "read-2"):
+        stack.signal(name, signal.SIGSTOP)
+    try:
+        answers = [
+            requests.get(f"{stack.url}/api/posts/{post}{suffix}", timeout=5)
+            for post in ids
+            for suffix in ("", "/likes")
+        ]
+    finally:
+        for name in ("read-1", "read-2"):
+            stack.signal(name, signal.SIGCONT)
+    assert [(a.status_code, a.headers["X-Served-By"]) for a in answers] == [(200, "edge")] * 6
+    record("read_pool_frozen", cached_reads=len(answers), answered_by="edge")

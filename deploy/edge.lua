@@ -1,0 +1,140 @@
+-- Cache hits answered by HAProxy itself, from the same Redis entries the read pool serves.
+--
+-- A GET of one user, post or post's likes (the entry routes of reads/routes.py, generated into
+-- deploy/edge_routes.lua) reads its entry with one Redis GET and, when the entry is a hit,
+-- sets the variables the `edge_hits` backend answers from (deploy/haproxy.cfg). Anything else
+-- sets nothing and falls through to the read pool, unchanged: a miss, a tombstone, an entry
+-- older than X-Min-Version asks for, a malformed header, Redis unreachable or slower than
+-- EDGE_REDIS_TIMEOUT_MS, a body too large for HAProxy's buffer, a Host not allowed.
+--
+-- It speaks the cache's format (cqrs_site/core/codec.py: "<version>:<body>", an empty body a
+-- tombstone) and the API's validators (cqrs_site/core/http.py: the strong ETag "<version>",
+-- RFC 9110 If-None-Match, X-Min-Version); tests/e2e/test_edge.py holds the two to each other.
+--
+-- HAProxy 2.6's Lua cannot keep a connection across requests, so each hit opens one and asks
+-- Redis to close it (QUIT after the GET): the TIME_WAIT that closing leaves is then Redis's,
+-- on its own port, not one of HAProxy's ephemeral ports per hit (measured in `make bench`).
+
+local routes = dofile((os.getenv("EDGE_LUA_DIR") or "deploy") .. "/edge_routes.lua")
+
+local function redis_address(url)
+  -- redis://[:password@]host:port[/db]
+  local rest = url:gsub("^rediss?://", "")
+  local auth, hostport = rest:match("^([^@]*)@(.*)$")
+  hostport = hostport or rest
+  local host, port, db = hostport:match("^([^:/]+):?(%d*)/?(%d*)")
+  local password = auth and auth:match(":(.*)$") or (auth ~= "" and auth) or nil
+  return host or "127.0.0.1", tonumber(port) or 6379, tonumber(db) or 0, password
+end
+
+local HOST, PORT, DB, PASSWORD = redis_address(os.getenv("REDIS_URL") or "redis://127.0.0.1:6380/0")
+local PREFIX = os.getenv("CQRS_CACHE_PREFIX") or "cqrs"
+local TIMEOUT = (tonumber(os.getenv("EDGE_REDIS_TIMEOUT_MS") or "20") or 20) / 1000
+-- What fits HAProxy's buffer (tune.bufsize 16384) beside the headers; a larger body falls through.
+local MAX_BODY = tonumber(os.getenv("EDGE_MAX_BODY_BYTES") or "15000") or 15000
+
+local ALLOWED_HOSTS = {}
+for host in (os.getenv("DJANGO_ALLOWED_HOSTS") or "127.0.0.1,localhost,[::1]"):gmatch("[^,%s]+") do
+  ALLOWED_HOSTS[#ALLOWED_HOSTS + 1] = host:lower()
+end
+
+-- Django's host validation: an exact name, ".example.com" for it and its subdomains, "*" for any.
+local function host_allowed(header)
+  if not header then return false end
+  local host = header:lower():gsub(":%d+$", "")
+  for _, allowed in ipairs(ALLOWED_HOSTS) do
+    if allowed == "*" or allowed == host then return true end
+    if allowed:sub(1, 1) == "." and (host == allowed:sub(2) or host:sub(-#allowed) == allowed) then return true end
+  end
+  return false
+end
+
+local function command(...)
+  local parts = { "*" .. select("#", ...) .. "\r\n" }
+  for _, argument in ipairs({ ... }) do
+    parts[#parts + 1] = "$" .. #argument .. "\r\n" .. argument .. "\r\n"
+  end
+  return table.concat(parts)
+end
+
+-- One GET, Redis closing the connection after it; nil on any failure (the read pool answers).
+local function redis_get(key)
+  local socket = core.tcp()
+  socket:settimeout(TIMEOUT)
+  if not socket:connect(HOST, PORT) then return nil end
+  local request, replies = "", 1
+  if PASSWORD then request, replies = request .. command("AUTH", PASSWORD), replies + 1 end
+  if DB ~= 0 then request, replies = request .. command("SELECT", tostring(DB)), replies + 1 end
+  if not socket:send(request .. command("GET", key) .. command("QUIT")) then
+    socket:close()
+    return nil
+  end
+  for _ = 2, replies do
+    local status = socket:receive("*l")
+    if not status or status:sub(1, 1) ~= "+" then socket:close() return nil end
+  end
+  local head = socket:receive("*l")
+  local size = head and head:sub(1, 1) == "$" and tonumber(head:sub(2))
+  local value = size and size >= 0 and socket:receive(size + 2)
+  socket:close()
+  return value and value:sub(1, size) or nil
+end
+
+-- RFC 9110 13.1.2, weak comparison: "*", or any listed tag, W/ or not, that is the version.
+local function none_match(header, version)
+  if not header then return false end
+  if header:match("^%s*%*%s*$") then return true end
+  local position, length, found = 1, #header, false
+  while position <= length do
+    local _, finish, weak, opaque = header:find('^%s*([W/]*)"([^"]*)"%s*', position)
+    if not finish or (weak ~= "" and weak ~= "W/") or opaque:find("[%z\1-\32\127]") then return false end
+    if opaque == version then found = true end
+    position = finish + 1
+    if position <= length then
+      if header:sub(position, position) ~= "," then return false end
+      position = position + 1
+    end
+  end
+  return found
+end
+
+local function is_version(raw)
+  return raw:match("^%d+$") ~= nil and #raw <= 18
+end
+
+core.register_action("edge_hit", { "http-req" }, function(txn)
+  local path = txn.sf:path()
+  local key
+  for _, route in ipairs(routes) do
+    local id = path:match(route.pattern)
+    if id then
+      key = PREFIX .. ":" .. route.key:format(id)
+      break
+    end
+  end
+  if not key then return end
+  local headers = txn.http:req_get_headers()
+  local function header(name)  -- repeated lines joined with commas, as WSGI servers join them
+    local values = headers[name]
+    if not values then return nil end
+    local joined = {}
+    for index = 0, #values do joined[#joined + 1] = values[index] end
+    return table.concat(joined, ",")
+  end
+  if not host_allowed(header("host")) then return end
+  local minimum = header("x-min-version")
+  if minimum and not is_version(minimum) then return end
+  local value = redis_get(key)
+  if not value then return end
+  local colon = value:find(":", 1, true)
+  if not colon then return end
+  local version, body = value:sub(1, colon - 1), value:sub(colon + 1)
+  if body == "" or #body > MAX_BODY or not is_version(version) then return end
+  if minimum and tonumber(version) < tonumber(minimum) then return end
+  txn:set_var("txn.edge_etag", '"' .. version .. '"')
+  if none_match(header("if-none-match"), version) then
+    txn:set_var("txn.edge_not_modified", true)
+  else
+    txn:set_var("txn.edge_body", body)
+  end
+end, 0)

@@ -1,0 +1,113 @@
+"""Cache hits answered by HAProxy from Redis (deploy/edge.lua): the same bytes and headers the
+read pool sends, and everything the edge does not answer falls through to the pool unchanged."""
+
+import re
+import time
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.e2e
+
+# What the application sets on a hit; HAProxy adds the rest to every answer (checked below).
+APP_HEADERS = ("Content-Type", "ETag", "X-Cache", "Content-Length")
+
+
+def pool(stack, path: str, **headers) -> requests.Response:
+    """The read pool's own answer (read-1, directly): the reference the edge must equal."""
+    return requests.get(f"http://127.0.0.1:{stack.process('read-1').port}{path}", headers=headers, timeout=10)
+
+
+def edge(stack, path: str, **headers) -> requests.Response:
+    return stack.reader.get(stack.url + path, headers=headers)
+
+
+def cached_post(stack) -> dict:
+    post = stack.writer.post(stack.url + f"/api/posts/{stack.create_posts(1)[0]}/like").json()
+    deadline = time.monotonic() + 10
+    while stack.cached_version("post", post["post_id"]) != post["version"]:
+        assert time.monotonic() < deadline, "the like never reached the cache"
+        time.sleep(0.02)
+    stack.reader.get(stack.url + f"/api/posts/{post['post_id']}/likes")  # and its likes entry
+    return post
+
+
+def test_a_hit_of_each_entry_route_is_answered_by_haproxy_with_the_pools_bytes_and_headers(stack):
+    post = cached_post(stack)
+    user_id = stack.reader.get(stack.url + f"/api/posts/{post['post_id']}").json()["user_id"]
+    stack.reader.get(stack.url + f"/api/users/{user_id}")  # the user's entry is filled
+    for path in (f"/api/users/{user_id}", f"/api/posts/{post['post_id']}", f"/api/posts/{post['post_id']}/likes"):
+        answer, reference = edge(stack, path), pool(stack, path)
+        assert answer.headers["X-Served-By"] == "edge", path
+        assert answer.status_code == reference.status_code == 200
+        assert answer.content == reference.content
+        for name in APP_HEADERS:
+            assert answer.headers[name] == reference.headers[name], (path, name)
+        # What HAProxy sets on every answer, the edge's included.
+        assert re.fullmatch(r"[0-9a-f-]{36}", answer.headers["X-Request-ID"])
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
+        assert answer.headers["Referrer-Policy"] == "same-origin"
+    assert edge(stack, path, **{"X-Request-ID": "kept-1"}).headers["X-Request-ID"] == "kept-1"
+
+
+@pytest.mark.parametrize("if_none_match", ['"{v}"', 'W/"{v}"', '"1", "{v}"', "*", 'W/"0" , "{v}" ,'])
+def test_if_none_match_answers_304_at_the_edge_as_the_pool_does(stack, if_none_match):
+    post = cached_post(stack)
+    path = f"/api/posts/{post['post_id']}/likes"
+    header = {"If-None-Match": if_none_match.format(v=post["version"])}
+    answer, reference = edge(stack, path, **header), pool(stack, path, **header)
+    assert (answer.status_code, answer.headers["X-Served-By"]) == (304, "edge")
+    assert reference.status_code == 304 and answer.content == reference.content == b""
+    assert (answer.headers["ETag"], answer.headers["X-Cache"]) == (reference.headers["ETag"], "hit")
+
+
+@pytest.mark.parametrize("if_none_match", ['"999"', 'W/"x"', "garbage", '"{v}" junk'])
+def test_an_if_none_match_that_does_not_name_the_version_gets_the_body(stack, if_none_match):
+    post = cached_post(stack)
+    path = f"/api/posts/{post['post_id']}/likes"
+    header = {"If-None-Match": if_none_match.format(v=post["version"])}
+    answer, reference = edge(stack, path, **header), pool(stack, path, **header)
+    assert answer.status_code == reference.status_code == 200 and answer.content == reference.content
+
+
+def test_x_min_version_at_or_below_the_entry_is_a_hit_and_above_it_falls_through(stack):
+    post = cached_post(stack)
+    path = f"/api/posts/{post['post_id']}/likes"
+    for minimum in (post["version"], post["version"] - 1, 0):
+        answer = edge(stack, path, **{"X-Min-Version": str(minimum)})
+        assert (answer.status_code, answer.headers["X-Served-By"]) == (200, "edge"), minimum
+    above = edge(stack, path, **{"X-Min-Version": str(post["version"] + 1)})
+    assert above.headers["X-Served-By"] == "read-pool" and above.headers["X-Cache"] == "miss"
+    assert above.json()["version"] == post["version"]  # MongoDB has no newer one
+    malformed = edge(stack, path, **{"X-Min-Version": "²"})
+    assert (malformed.status_code, malformed.headers["X-Served-By"]) == (400, "read-pool")
+
+
+def test_what_the_edge_does_not_answer_falls_through_to_the_pool(stack):
+    post = cached_post(stack)
+    post_id = post["post_id"]
+    assert stack.reader.head(stack.url + f"/api/posts/{post_id}").headers["X-Served-By"] == "read-pool"
+    assert edge(stack, f"/api/posts/{post_id.upper()}").headers["X-Served-By"] == "read-pool"
+    assert edge(stack, "/api/posts").headers["X-Served-By"] == "read-pool"  # a feed
+    assert edge(stack, f"/api/posts/{'0' * 24}").headers["X-Served-By"] == "read-pool"  # a miss
+    assert stack.writer.delete(stack.url + f"/api/posts/{post_id}").status_code == 204
+    deadline = time.monotonic() + 10
+    while (buried := edge(stack, f"/api/posts/{post_id}")).status_code != 404:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert buried.headers["X-Served-By"] == "read-pool"  # a tombstone: the pool's 404
+    assert buried.json() == pool(stack, f"/api/posts/{post_id}").json()
+
+
+def test_edge_hits_are_counted_by_haproxys_exporter(stack):
+    post = cached_post(stack)
+
+    def edge_2xx() -> float:
+        text = requests.get(f"{stack.stats_url}/metrics", timeout=5).text
+        found = re.search(r'haproxy_backend_http_responses_total\{proxy="edge_hits",code="2xx"\} (\d+)', text)
+        return float(found.group(1)) if found else 0.0
+
+    before = edge_2xx()
+    for _ in range(5):
+        edge(stack, f"/api/posts/{post['post_id']}")
+    assert edge_2xx() - before >= 5
