@@ -28,7 +28,8 @@ from bson import ObjectId  # noqa: E402
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from writes.events import POST, POST_REACTED, Event, outbox_entry  # noqa: E402
+from writes.aggregates import event_from_outbox  # noqa: E402
+from writes.events import POST, POST_REACTED, outbox_entry  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,7 +55,7 @@ def produce(topic: str, count: int, ids_file: str) -> None:
             "version": version,
             "deleted": False,
         }
-        event = Event.from_outbox(outbox_entry(event_type=POST_REACTED, aggregate=POST, state=state))
+        event = event_from_outbox(outbox_entry(event_type=POST_REACTED, aggregate=POST, state=state))
         while True:
             try:
                 producer.produce(topic, key=post_id.encode(), value=event.encode())

@@ -35,6 +35,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from django.conf import settings
 
 from cqrs_site.core.codec import consumer_offsets_key
+from cqrs_site.core.logs import log_many
 from cqrs_site.core.metrics import (
     CONSUMER_APPLY_FAILURES,
     CONSUMER_DEAD_LETTERED,
@@ -159,25 +160,26 @@ class ConsumerRunner:
         return True
 
     def _applied(self, messages) -> None:
-        """Count and log the messages just applied and committed."""
+        """Count and log (a line per event: its id, type, the request id of the write that made
+        it) the messages just applied and committed."""
         by_type: Counter = Counter()
-        log = settings.CONSUMER_LOG_EVENTS and logger.isEnabledFor(logging.INFO)
+        rows = []
         for message in messages:
             headers = dict(message.headers() or ())
             kind = headers.get("type", b"unknown").decode(errors="replace")
             by_type[kind] += 1
-            if log:
-                logger.info(
-                    "event applied",
-                    extra={
-                        "event_id": headers.get("event_id", b"").decode(errors="replace"),
-                        "event_type": kind,
-                        "request_id": headers.get("request_id", b"").decode(errors="replace") or None,
-                        "key": (message.key() or b"").decode(errors="replace"),
-                        "partition": message.partition(),
-                        "offset": message.offset(),
-                    },
-                )
+            rows.append(
+                {
+                    "event_id": headers.get("event_id", b"").decode(errors="replace"),
+                    "event_type": kind,
+                    "request_id": headers.get("request_id", b"").decode(errors="replace") or None,
+                    "key": (message.key() or b"").decode(errors="replace"),
+                    "partition": message.partition(),
+                    "offset": message.offset(),
+                }
+            )
+        if settings.CONSUMER_LOG_EVENTS:
+            log_many(logger, "event applied", rows)
         for kind, count in by_type.items():
             CONSUMER_EVENTS_APPLIED.labels(self.spec.name, kind).inc(count)
 

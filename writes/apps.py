@@ -7,7 +7,13 @@ class WritesConfig(AppConfig):
     verbose_name = "MongoDB records"
 
     def ready(self) -> None:
+        from django.db.models.signals import post_delete
+        from rest_framework.authtoken.models import Token
+
+        from .authentication import token_forget
         from .documents import mongo_connect
+
+        post_delete.connect(token_forget, sender=Token, dispatch_uid="writes.token_forget")
 
         # Registers the client only; pymongo connects on first use, i.e. after gunicorn forks.
         mongo_connect(

@@ -33,8 +33,22 @@ HIGH_WATER, FILLING = "hw", "filling"
 AUXILIARY_SUFFIXES = (f":{HIGH_WATER}".encode(), f":{FILLING}".encode())
 
 
+_prefix: str | None = None
+
+
+def prefix_forget(**kwargs) -> None:
+    """Django's setting_changed signal (tests' overrides): read CQRS_CACHE_PREFIX again."""
+    global _prefix
+    _prefix = None
+
+
 def prefix() -> str:
-    return settings.CQRS_CACHE_PREFIX
+    """CQRS_CACHE_PREFIX, read once per process (Django's settings object costs a lookup per
+    attribute, and the consumer builds thousands of keys a second)."""
+    global _prefix
+    if _prefix is None:
+        _prefix = settings.CQRS_CACHE_PREFIX
+    return _prefix
 
 
 # --- Cache entries -----------------------------------------------------------------------------
@@ -42,7 +56,7 @@ def prefix() -> str:
 
 def entry_key(aggregate: str, doc_id: str, view: str | None = None) -> str:
     """The key of one cache entry: an aggregate's document, or one `view` of it (likes)."""
-    key = f"{settings.CQRS_CACHE_PREFIX}:{aggregate}:{doc_id}"
+    key = f"{prefix()}:{aggregate}:{doc_id}"
     return key if view is None else f"{key}:{view}"
 
 
@@ -68,7 +82,7 @@ def fill_lock_key(key: str) -> str:
 
 def entry_pattern(aggregate: str) -> str:
     """A SCAN pattern for every key of one aggregate's entries (and their auxiliary keys)."""
-    return f"{settings.CQRS_CACHE_PREFIX}:{aggregate}:*"
+    return f"{prefix()}:{aggregate}:*"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +96,7 @@ def key_parse(key: str | bytes) -> EntryKey | None:
     """What an entry's key names, or None for any other key (auxiliary, feed, counter…)."""
     if isinstance(key, bytes):
         key = key.decode()
-    head, _, rest = key.partition(f"{settings.CQRS_CACHE_PREFIX}:")
+    head, _, rest = key.partition(f"{prefix()}:")
     if head or not rest:
         return None
     parts = rest.split(":")
@@ -112,13 +126,13 @@ def value_decode(raw: bytes) -> tuple[int, bytes | None]:
 
 def feed_key(name: str, partition: str | None = None) -> str:
     """A feed (reads/models.py): `<prefix>:feed:latest`, or one per author, `<prefix>:feed:user-posts:<id>`."""
-    key = f"{settings.CQRS_CACHE_PREFIX}:feed:{name}"
+    key = f"{prefix()}:feed:{name}"
     return key if partition is None else f"{key}:{partition}"
 
 
 def feed_name(key: str) -> str | None:
     """The name of the feed a key is (latest, top, user-posts), or None if it is not a feed's."""
-    head, _, rest = key.partition(f"{settings.CQRS_CACHE_PREFIX}:feed:")
+    head, _, rest = key.partition(f"{prefix()}:feed:")
     return None if head or not rest else rest.split(":", 1)[0]
 
 
@@ -127,14 +141,19 @@ def feed_name(key: str) -> str | None:
 
 def sweep_request_key() -> str:
     """A request for an immediate sweep of the cache inspector (cqrs_site/core/sweeps.py)."""
-    return f"{settings.CQRS_CACHE_PREFIX}:inspector:sweep"
+    return f"{prefix()}:inspector:sweep"
+
+
+def relay_due_key(aggregate: str) -> str:
+    """The documents whose events a write could not publish itself: the relay's next work."""
+    return f"{prefix()}:relay:due:{aggregate}"
 
 
 def consumer_offsets_key(group: str, topic: str) -> str:
     """Per partition, the offset a consumer group applied up to (consumers/runner.py)."""
-    return f"{settings.CQRS_CACHE_PREFIX}:consumer:{group}:{topic}"
+    return f"{prefix()}:consumer:{group}:{topic}"
 
 
 def window_key(name: str, identity: str, window: int) -> str:
     """One fixed-window counter (cqrs_site/core/ratelimit.py)."""
-    return f"{settings.CQRS_CACHE_PREFIX}:window:{name}:{identity}:{window}"
+    return f"{prefix()}:window:{name}:{identity}:{window}"

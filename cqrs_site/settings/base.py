@@ -183,7 +183,9 @@ KAFKA_CONSUMER_CONFIG = {
     # A topic that gains partitions (create_topics) is seen within this long, not 5 minutes.
     "topic.metadata.refresh.interval.ms": 10000,
 }
-CONSUMER_BATCH_SIZE = int(os.environ.get("CONSUMER_BATCH_SIZE", "500"))
+# Up to this many events per batch: as many as have arrived (a batch never waits to fill). Large
+# batches when the consumer lags amortize its per-batch costs (5,000: 27k events/s, 500: 16k).
+CONSUMER_BATCH_SIZE = int(os.environ.get("CONSUMER_BATCH_SIZE", "5000"))
 CONSUMER_POLL_TIMEOUT_SECONDS = float(os.environ.get("CONSUMER_POLL_TIMEOUT_SECONDS", "0.2"))
 # How often librdkafka reports the consumer's lag per partition (cqrs_consumer_lag_messages).
 # A log line per applied event (its id, type and the write's request id). About a fifth of the
@@ -196,7 +198,7 @@ METRICS_HOST = os.environ.get("METRICS_HOST", "127.0.0.1")  # 0.0.0.0 in a conta
 
 # --- API --------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["writes.authentication.CachedTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["writes.parsers.JSONObjectParser"],
     "DEFAULT_THROTTLE_CLASSES": ["writes.throttles.WritesPerMinute"],
@@ -205,6 +207,9 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }
+# A process remembers a valid API token this long (writes/authentication.py): a revoked token is
+# refused by every process within it.
+API_TOKEN_CACHE_SECONDS = float(os.environ.get("API_TOKEN_CACHE_SECONDS", "5"))
 # Writes per API token per minute (0: no limit); more answer 429 with Retry-After.
 CQRS_WRITES_PER_MINUTE = int(os.environ.get("CQRS_WRITES_PER_MINUTE", "6000"))
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("CQRS_MAX_BODY_BYTES", str(64 * 1024)))
@@ -230,5 +235,8 @@ CACHE_CONSUMER_GROUP = os.environ.get("CACHE_CONSUMER_GROUP", "cqrs-cache")
 # The relay leaves an event alone this long after its write, which publishes it itself.
 RELAY_GRACE_SECONDS = float(os.environ.get("RELAY_GRACE_SECONDS", "5"))
 RELAY_INTERVAL_SECONDS = float(os.environ.get("RELAY_INTERVAL_SECONDS", "1"))
+# Every this long, the relay also reads every outbox (a writer may have died before it could note
+# its document for the relay); in between it reads only the noted ones (writes/outbox.py).
+RELAY_SCAN_SECONDS = float(os.environ.get("RELAY_SCAN_SECONDS", "30"))
 # How often the relay checks that the topics exist with their partitions (writes/topics.py).
 RELAY_TOPIC_CHECK_SECONDS = float(os.environ.get("RELAY_TOPIC_CHECK_SECONDS", "2"))

@@ -65,3 +65,20 @@ def test_the_relay_command_publishes_what_is_pending(settings, paused_broker_ctl
     assert published("write", "deferred") == deferred + 1
     assert published("relay", "acked") == relayed + 1
     assert REGISTRY.get_sample_value("cqrs_relay_pending_events") == 1
+
+
+def test_a_write_that_gives_up_notes_its_document_and_the_relay_sends_it_without_a_scan(settings, paused_broker_ctl):
+    from cqrs_site.core.codec import relay_due_key
+    from cqrs_site.core.redis_client import redis_client
+
+    user = services.user_create(username="noted")
+    settings.KAFKA_PUBLISH_TIMEOUT_SECONDS = 0.3
+    settings.KAFKA_SUSPECT_SECONDS = 0
+    with paused_broker_ctl():
+        post = services.post_create(user_id=user["id"], title="T", content="C")
+        forget_queued_events()  # as if this process died: only the outbox and the note remain
+    assert redis_client().smembers(relay_due_key("post")) == {post["id"].encode()}
+    settings.KAFKA_PUBLISH_TIMEOUT_SECONDS = 10
+    done = outbox_relay_pass(grace_seconds=3600, due_only=True)  # the grace would keep a full pass away
+    assert (done.documents, done.events, done.failed) == (1, 1, 0)
+    assert pending(post["id"]) == [] and redis_client().scard(relay_due_key("post")) == 0

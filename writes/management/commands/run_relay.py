@@ -1,6 +1,7 @@
 import logging
 import signal
 import threading
+import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -37,9 +38,10 @@ def keep_topics(stopping: threading.Event) -> None:
 class Command(BaseCommand):
     help = (
         "Publish the events that writes committed but could not hand to Kafka (broker down, process "
-        "killed): every RELAY_INTERVAL_SECONDS, each document's pending outbox, in order, with the "
-        "idempotent producer. Also keeps the topics (create_topics) when the broker comes back without "
-        "them. Safe to run several: consumers ignore duplicates. SIGTERM stops it within a second."
+        "killed), in order per document, with the idempotent producer: every RELAY_INTERVAL_SECONDS the "
+        "documents writes noted for it, every RELAY_SCAN_SECONDS every outbox. Also keeps the topics "
+        "(create_topics) when the broker comes back without them. Safe to run several: consumers ignore "
+        "duplicates. SIGTERM stops it within a second."
     )
 
     def add_arguments(self, parser):
@@ -60,10 +62,12 @@ class Command(BaseCommand):
             threading.Thread(target=keep_topics, args=(stopping,), name="topic-keeper", daemon=True).start()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stopping.set())
+        full_pass_at = 0.0  # the first pass is a full one
         try:
             while True:
+                full = once or time.monotonic() >= full_pass_at
                 try:
-                    done = outbox_relay_pass(grace_seconds=grace, stop=None if once else stopping)
+                    done = outbox_relay_pass(grace_seconds=grace, stop=None if once else stopping, due_only=not full)
                 except PyMongoError as exc:
                     if once:
                         raise CommandError(f"MongoDB unavailable: {exc}") from exc
@@ -72,6 +76,8 @@ class Command(BaseCommand):
                     if stopping.wait(settings.RELAY_INTERVAL_SECONDS):
                         return
                     continue
+                if full:
+                    full_pass_at = time.monotonic() + settings.RELAY_SCAN_SECONDS
                 if done.events:
                     logger.info(
                         "relayed %d events of %d documents, %d failed", done.events, done.documents, done.failed
