@@ -1,4 +1,4 @@
-"""The benchmark's outputs: latest.json, latest.md (the summary table) and PNG plots."""
+"""The benchmark's outputs: latest.json, latest.md (the summary tables) and PNG plots."""
 
 import json
 from pathlib import Path
@@ -8,22 +8,27 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-HTTP_SCENARIOS = [
-    ("ceiling_wsgi", "ceiling (bare WSGI + Redis GET)"),
-    ("hits_uniform", "cache hits, uniform"),
-    ("hits_zipf", "cache hits, Zipf"),
+READS = [
+    ("haproxy_static", "HAProxy's static answer (ceiling)"),
+    ("ceiling_wsgi", "bare WSGI + Redis GET (pool ceiling)"),
+    ("edge_hits_uniform", "edge hits, uniform"),
+    ("edge_hits_zipf", "edge hits, Zipf"),
+    ("edge_hits_tcp", "edge hits, uniform, Redis over TCP"),
+    ("pool_hits_uniform", "pool hits (edge off)"),
+    ("pool_hits_no_metrics", "pool hits, request metrics off"),
     ("misses", "cache misses"),
-    ("mixed", "mixed 95/5 (reads)"),
+    ("feed_hits", "feed pages, cached"),
+    ("feed_misses", "feed pages, from MongoDB"),
 ]
+WRITES = [("likes", "likes"), ("patches", "patches"), ("creates", "creates"), ("likes_hot", "likes of one post")]
 
 
-def _row(name: str, label: str, result: dict) -> str:
-    latency = result["latency_ms"]
-    errors = sum(result.get("errors", {}).values()) if "errors" in result else "-"
-    return (
-        f"| {label} | {result['rps']:,.0f} | {latency['p50']:.2f} | {latency['p99']:.2f} | "
-        f"{latency.get('max', 0):.1f} | {errors} |"
-    )
+def _reads(scenarios: dict) -> list[tuple[str, str, dict]]:
+    present = []
+    for name, label in READS:
+        if name in scenarios:
+            present.append((name, label, scenarios[name]))
+    return present
 
 
 def markdown(results: dict) -> str:
@@ -36,45 +41,80 @@ def markdown(results: dict) -> str:
         + ", ".join(f"{k}={v}" for k, v in results["settings"].items() if k != "out")
         + f". Whole run {results['total_s']} s.",
         "",
-        "| scenario | req/s | p50 ms | p99 ms | max ms | errors |",
+        "| reads (through HAProxy) | req/s | p50 ms | p99 ms | max ms | errors |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for name, label in HTTP_SCENARIOS:
-        if name in scenarios:
-            result = scenarios[name]["reads"] if name == "mixed" else scenarios[name]
-            lines.append(_row(name, label, {**result, "rps": scenarios[name]["rps"]}))
+    for _name, label, result in _reads(scenarios):
+        latency = result["latency_ms"]
+        errors = sum(result.get("errors", {}).values())
+        lines.append(
+            f"| {label} | {result['rps']:,.0f} | {latency['p50']:.2f} | {latency['p99']:.2f} | "
+            f"{latency.get('max', 0):.1f} | {errors} |"
+        )
     redis = scenarios.get("redis_benchmark_get")
     if redis:
         lines.append(
             f"| raw Redis GET (redis-benchmark, no HTTP) | {redis['rps']:,.0f} | {redis['latency_ms']['p50']:.2f} | "
             f"{redis['latency_ms']['p99']:.2f} | - | - |"
         )
-    misses = scenarios.get("misses")
-    if misses:
-        x = misses["x_cache"]
-        lines += ["", f"Misses: X-Cache miss {x['miss']:,}, hit {x['hit']:,}, other {x['other']:,} over the passes."]
-    mixed = scenarios.get("mixed")
+    for name, label in (("edge_hits_uniform", "the edge's uniform pass"), ("edge_hits_tcp", "its pass over TCP")):
+        edge = scenarios.get(name)
+        if edge:
+            tw = edge["time_wait"]
+            lines += [
+                "",
+                f"TIME_WAIT sockets of Redis's TCP port, before and after {label}"
+                f"{' (' + edge['redis_transport'] + ')' if 'redis_transport' in edge else ''}: Redis's side "
+                f"{tw['before']['redis_side']} -> {tw['after']['redis_side']}, the clients' side "
+                f"{tw['before']['client_side']} -> {tw['after']['client_side']} (over TCP Redis closes first: QUIT).",
+            ]
+    writes = [(label, scenarios[f"writes_{name}"]) for name, label in WRITES if f"writes_{name}" in scenarios]
+    if writes:
+        lines += [
+            "",
+            "| writes (16 connections) | req/s | p50 ms | p99 ms | the stores' own cost, req/s | ratio |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for label, found in writes:
+            app, ceiling = found["app"], found["ceiling"]
+            lines.append(
+                f"| {label} | {app['rps']:,.0f} | {app['latency_ms']['p50']:.1f} | {app['latency_ms']['p99']:.1f} | "
+                f"{ceiling['rps']:,.0f} | {found['ratio']:.2f} |"
+            )
+    lines.append("")
+    for name, label in (("visibility", "a like"), ("feed_visibility", "a new post, in its author's feed and latest")):
+        found = scenarios.get(name)
+        if found and found["delay_ms"]:
+            d = found["delay_ms"]
+            lines.append(
+                f"Visibility of {label} at {found['rate_per_s']} writes/s ({found['writes']} writes, "
+                f"{found['write_errors']} errors): p50 {d['p50']:.1f} ms, p99 {d['p99']:.1f} ms, max {d['max']:.1f} ms."
+            )
+    mixed = scenarios.get("mixed", {}).get("rates")
     if mixed:
-        w = mixed["write_latency_ms"] or dict.fromkeys(("p50", "p99", "max"), float("nan"))
-        lines.append(
-            f"Mixed: {mixed['writes']} writes sent at {mixed['write_rate_per_s']:.0f}/s ({mixed['write_share']:.1%} "
-            f"of requests; {mixed['writes_not_started']} not sent: all 128 writer threads were waiting), statuses "
-            f"{mixed['write_statuses']}; write latency p50 {w['p50']:.1f} ms, p99 {w['p99']:.1f} ms, "
-            f"max {w['max']:.1f} ms."
-        )
-    visibility = scenarios.get("visibility")
-    if visibility and visibility["delay_ms"]:
-        d = visibility["delay_ms"]
-        lines.append(
-            f"Visibility at {visibility['rate_per_s']} writes/s ({visibility['writes']} writes, "
-            f"{visibility['write_errors']} errors): p50 {d['p50']:.1f} ms, p99 {d['p99']:.1f} ms, "
-            f"max {d['max']:.1f} ms."
-        )
+        lines += [
+            "",
+            "| mixed 95/5, planned req/s | reads/s | read p99 ms | writes sent / planned | started > 0.1 s late "
+            "| write p50 ms | write p99 ms | the inspector: cache writes judged, consistent |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for row in mixed:
+            w = row["write_latency_ms"] or dict.fromkeys(("p50", "p99"), float("nan"))
+            i = row["inspector"]
+            lines.append(
+                f"| {row['planned_rate_per_s']:,} | {row['rps']:,.0f} | {row['reads']['latency_ms']['p99']:.1f} | "
+                f"{row['writes']:,} / {row['writes_planned']:,} ({row['write_statuses']}) | "
+                f"{row['writes_started_late']} | {w['p50']:.1f} | {w['p99']:.1f} | "
+                f"{i['consistent'] + i['stale']:,.0f}, {i['consistency']:.4%} |"
+            )
+        lines.append("")
     consumer = scenarios.get("consumer")
     if consumer:
         lines.append(
-            f"Consumer: {consumer['events']:,} events; run_consumer {consumer['run_consumer']['events_per_s']:,.0f}/s, "
-            f"raw consume {consumer['raw_consume']['events_per_s']:,.0f}/s (ratio {consumer['ratio']:.2f})."
+            f"Consumer: {consumer['events']:,} events; run_consumer {consumer['run_consumer']['events_per_s']:,.0f}/s "
+            f"({consumer['run_consumer_without_event_lines']['events_per_s']:,.0f}/s without its event lines, "
+            f"{consumer['two_consumers']['events_per_s']:,.0f}/s with two), raw consume "
+            f"{consumer['raw_consume']['events_per_s']:,.0f}/s (ratio {consumer['ratio']:.2f})."
         )
     lines += ["", "| target | value | goal | met |", "| --- | ---: | --- | --- |"]
     for target in results["targets"]:
@@ -85,42 +125,62 @@ def markdown(results: dict) -> str:
 
 
 def plots(results: dict, out: Path) -> None:
-    scenarios = results["scenarios"]
-    present = [(name, label) for name, label in HTTP_SCENARIOS if name in scenarios]
+    present = _reads(results["scenarios"])
     if not present:
         return
-    labels = [label.replace(" (", "\n(") for _, label in present]
-
-    figure, axis = plt.subplots(figsize=(9, 4.5))
-    values = [scenarios[name]["rps"] for name, _ in present]
-    bars = axis.bar(labels, values, color=["#777"] + ["#417690"] * (len(values) - 1))
-    axis.bar_label(bars, labels=[f"{v:,.0f}" for v in values], padding=2)
+    labels = [label.replace(" (", "\n(").replace(", ", ",\n") for _, label, _ in present]
+    figure, axis = plt.subplots(figsize=(11, 5))
+    values = [result["rps"] for _, _, result in present]
+    colors = ["#777" if "ceiling" in label else "#417690" for _, label, _ in present]
+    bars = axis.bar(labels, values, color=colors)
+    axis.bar_label(bars, labels=[f"{v:,.0f}" for v in values], padding=2, fontsize=8)
     axis.set_ylabel("requests / s")
-    axis.set_title("Throughput through HAProxy (one run)")
-    axis.tick_params(axis="x", labelsize=8)
+    axis.set_yscale("log")
+    axis.set_title("Reads through HAProxy (one run; ceilings in grey)")
+    axis.tick_params(axis="x", labelsize=7)
     figure.tight_layout()
     figure.savefig(out / "throughput.png", dpi=110)
     plt.close(figure)
 
-    figure, axis = plt.subplots(figsize=(9, 4.5))
+    figure, axis = plt.subplots(figsize=(11, 5))
     quantiles = ["p50", "p90", "p99", "p999"]
     width = 0.8 / len(present)
-    for index, (name, label) in enumerate(present):
-        latency = (scenarios[name]["reads"] if name == "mixed" else scenarios[name])["latency_ms"]
+    for index, (_name, label, result) in enumerate(present):
+        latency = result["latency_ms"]
         axis.bar(
-            [q + index * width for q in range(len(quantiles))],
-            [latency[q] for q in quantiles],
-            width,
-            label=label,
+            [q + index * width for q in range(len(quantiles))], [latency[q] for q in quantiles], width, label=label
         )
     axis.set_xticks([q + width * (len(present) - 1) / 2 for q in range(len(quantiles))], quantiles)
     axis.set_ylabel("latency, ms")
     axis.set_yscale("log")
-    axis.set_title("Latency percentiles (wrk, one run)")
-    axis.legend(fontsize=8)
+    axis.set_title("Read latency percentiles (wrk, one run)")
+    axis.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(out / "latency.png", dpi=110)
     plt.close(figure)
+
+    writes = [(label, results["scenarios"].get(f"writes_{name}")) for name, label in WRITES]
+    writes = [(label, found) for label, found in writes if found]
+    if writes:
+        figure, axis = plt.subplots(figsize=(8, 4))
+        positions = range(len(writes))
+        app = axis.bar([x - 0.2 for x in positions], [f["rps"] for _, f in writes], 0.4, label="through the API")
+        own = axis.bar(
+            [x + 0.2 for x in positions],
+            [f["ceiling"]["rps"] for _, f in writes],
+            0.4,
+            color="#777",
+            label="the stores' own cost (ceiling)",
+        )
+        for bars in (app, own):
+            axis.bar_label(bars, labels=[f"{bar.get_height():,.0f}" for bar in bars], padding=2, fontsize=8)
+        axis.set_xticks(list(positions), [label for label, _ in writes])
+        axis.set_ylabel("writes / s (16 connections)")
+        axis.set_title("Writes beside their ceilings (one run)")
+        axis.legend(fontsize=8)
+        figure.tight_layout()
+        figure.savefig(out / "writes.png", dpi=110)
+        plt.close(figure)
 
 
 def write_report(results: dict, out: Path) -> None:

@@ -5,6 +5,9 @@ faster through these stores.
 
     python -m bench.writes_ceiling like|patch|create SECONDS THREADS IDS_FILE [--hot]
 
+It writes to the `ceiling_posts` collection (a copy of the posts: the same documents, the same
+size) and the KAFKA_EVENTS_TOPIC it is given, so the stack's cache and consumers never see it.
+
 Prints one JSON line: {"kind", "writes", "seconds", "rps", "latency_ms": {p50, p99}}.
 """
 

@@ -18,11 +18,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .processes import PYTHON, ROOT, SERVERS, VENV_BIN, Process, env_int, port_open
+from .processes import PYTHON, ROOT, SERVERS, VENV_BIN, Process, env_int, port_open, redis_socket
 from .supervision import Program, Supervisor
 
 # What HAProxy's edge reads from the environment, as the app does.
-EDGE_SETTINGS = ("EDGE_HITS", "EDGE_REDIS_TIMEOUT_MS", "CQRS_CACHE_PREFIX", "DJANGO_ALLOWED_HOSTS")
+EDGE_SETTINGS = (
+    "EDGE_HITS",
+    "EDGE_REDIS_TIMEOUT_MS",
+    "CQRS_CACHE_PREFIX",
+    "DJANGO_ALLOWED_HOSTS",
+    "CORS_ALLOWED_ORIGINS",
+)
 
 
 def haproxy_render(read_servers: list[str], write_servers: list[str], extra: str = "") -> str:
@@ -85,6 +91,12 @@ class Stack:
             else:
                 own[server.name] = env_int(server.port_variable, server.default_port)
                 servers[server.variable] = server.url.format(port=own[server.name])
+        # Redis's unix socket, for the edge (deploy/edge.lua): the embedded one's, or the one given
+        # beside REDIS_URL when Redis runs on this host.
+        if "redis" in own and redis_socket(run_dir) is not None:
+            servers["EDGE_REDIS_SOCKET"] = str(redis_socket(run_dir))
+        elif "redis" not in own and os.environ.get("EDGE_REDIS_SOCKET"):
+            servers["EDGE_REDIS_SOCKET"] = os.environ["EDGE_REDIS_SOCKET"]
         return cls(
             run_dir=run_dir,
             port=env_int("PORT", 8000),
@@ -174,6 +186,7 @@ class Stack:
             "HAPROXY_STATS_BIND": f"127.0.0.1:{self.stats_port}",
             # The edge (deploy/edge.lua) reads the cache as the app does.
             "REDIS_URL": self.servers["REDIS_URL"],
+            **{name: self.servers[name] for name in ("EDGE_REDIS_SOCKET",) if name in self.servers},
             **{name: os.environ[name] for name in EDGE_SETTINGS if name in os.environ},
         }
         return Process("haproxy", argv, self.run_dir, self.port, env=env)

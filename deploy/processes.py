@@ -227,11 +227,21 @@ def tail(path: Path, lines: int = 20) -> str:
 # --- The embedded servers -----------------------------------------------------------------------
 
 
+def redis_socket(run_dir: Path) -> Path | None:
+    """Where the embedded Redis also listens on a unix socket, for the edge (deploy/edge.lua);
+    None when the path is too long for one (about 107 bytes)."""
+    path = (run_dir / "redis" / "redis.sock").resolve()
+    return path if len(str(path)) < 100 else None
+
+
 def redis_server(run_dir: Path, port: int) -> Process:
     data = run_dir / "redis"
     data.mkdir(parents=True, exist_ok=True)
     argv = [shutil.which("redis-server") or "redis-server", "--bind", "127.0.0.1", "--port", str(port)]
     argv += ["--save", "", "--appendonly", "no", "--dir", str(data), "--daemonize", "no"]
+    socket = redis_socket(run_dir)
+    if socket is not None:
+        argv += ["--unixsocket", str(socket), "--unixsocketperm", "700"]
     return Process("redis", argv, run_dir, port)
 
 
@@ -291,6 +301,9 @@ def servers_start(
         process.start()
         started.append(process)
         env[server.variable] = server.url.format(port=port)
+        if server.name == "redis" and redis_socket(run_dir) is not None:
+            # HAProxy's edge reads the cache over it: no TCP handshake per hit, no TIME_WAIT.
+            env["EDGE_REDIS_SOCKET"] = str(redis_socket(run_dir))
     for process in started:
         process.wait_ready()
     return env, started

@@ -87,8 +87,9 @@ class Inspector:
         if requested:
             logger.warning("sweeping the cache now, as asked: %s", requested)
         for aggregate in AGGREGATES.values():
+            # Natural order, no sort: the stand-in (SecantusDB) sorts the whole collection first and
+            # stalls every other operation meanwhile (137 ms against 46 ms at 6,000 posts, measured).
             cursor = aggregate.collection().find({}, dict.fromkeys(aggregate.fields, 1), batch_size=self.batch_size)
-            cursor = cursor.sort("_id", 1)
             while not stop.is_set():
                 began = time.monotonic()
                 raws = list(islice(cursor, self.batch_size))

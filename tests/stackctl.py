@@ -18,7 +18,7 @@ from cqrs_site.core.codec import value_decode
 from deploy import localstack, processes
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVER_VARIABLES = ("MONGODB_URI", "KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL")
+SERVER_VARIABLES = ("MONGODB_URI", "KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "EDGE_REDIS_SOCKET")
 
 
 class StackControl:

@@ -29,3 +29,9 @@ function request()
   local index = dist == "zipf" and zipf_index() or math.random(#ids)
   return wrk.format("GET", "/api/posts/" .. ids[index])
 end
+
+-- BENCH_RATE (requests/s over all connections): each connection paces itself (the mixed scenario).
+local rate = tonumber(os.getenv("BENCH_RATE") or "0")
+if rate > 0 then
+  function delay() return 1000 * tonumber(os.getenv("BENCH_CONNECTIONS")) / rate end
+end

@@ -65,6 +65,7 @@ class Instrumented:
         self.application = application
         self.role = role
         self.log_requests = settings.CQRS_ACCESS_LOG
+        self.count_requests = settings.CQRS_REQUEST_METRICS
         # (route, method, status) -> its counter and histogram children: `labels()` costs more
         # than the increment itself, and the hit path is counted in microseconds.
         self._series: dict[tuple[str, str, str], tuple] = {}
@@ -83,7 +84,13 @@ class Instrumented:
         return children
 
     def __call__(self, environ, start_response):
-        if environ.get("PATH_INFO") == "/metrics" and environ.get("REQUEST_METHOD") == "GET":
+        # A scraper reaches the instance by its address; through a proxy (X-Forwarded-For) this
+        # is someone else, and /metrics is not theirs to read (Django's 404 answers them).
+        if (
+            environ.get("PATH_INFO") == "/metrics"
+            and environ.get("REQUEST_METHOD") == "GET"
+            and "HTTP_X_FORWARDED_FOR" not in environ
+        ):
             body = exposition()
             start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(body)))])
             return [body]
@@ -101,9 +108,10 @@ class Instrumented:
         finally:
             elapsed = time.perf_counter() - started
             route, method = environ.get(ROUTE, UNMATCHED), environ.get("REQUEST_METHOD", "")
-            requests, seconds = self._children(route, method, status[0])
-            requests.inc()
-            seconds.observe(elapsed)
+            if self.count_requests:
+                requests, seconds = self._children(route, method, status[0])
+                requests.inc()
+                seconds.observe(elapsed)
             if self.log_requests:
                 access_log.info(
                     "%s %s %s",

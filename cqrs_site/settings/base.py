@@ -124,7 +124,7 @@ CQRS_CACHE_TTL_JITTER = float(os.environ.get("CQRS_CACHE_TTL_JITTER", "0.1"))
 VISIBILITY_BOUND_SECONDS = float(os.environ.get("VISIBILITY_BOUND_SECONDS", "1.0"))
 # The cache inspector (manage.py run_inspector): documents checked per second in a regular sweep,
 # and per MongoDB batch. A sweep asked for (the broker lost data) runs at full speed.
-INSPECTOR_DOCS_PER_SECOND = float(os.environ.get("INSPECTOR_DOCS_PER_SECOND", "500"))
+INSPECTOR_DOCS_PER_SECOND = float(os.environ.get("INSPECTOR_DOCS_PER_SECOND", "200"))
 INSPECTOR_BATCH_SIZE = int(os.environ.get("INSPECTOR_BATCH_SIZE", "250"))
 # A regular sweep lasts at least this long, however few the documents.
 INSPECTOR_MIN_SWEEP_SECONDS = float(os.environ.get("INSPECTOR_MIN_SWEEP_SECONDS", "5"))
@@ -217,6 +217,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("CQRS_MAX_BODY_BYTES", str(64 *
 # One JSON object per line, with the request id (cqrs_site/core/logs.py); LOG_FORMAT=plain for a
 # terminal. CQRS_ACCESS_LOG: a line per request from the pools (HAProxy logs every request anyway).
 LOG_FORMAT = os.environ.get("LOG_FORMAT", "json")
+# The request metrics of each pool (counter and latency histogram per route); off only to measure
+# what they cost (make bench).
+CQRS_REQUEST_METRICS = env_bool("CQRS_REQUEST_METRICS", True)
 CQRS_ACCESS_LOG = env_bool("CQRS_ACCESS_LOG", True)
 LOGGING = {
     "version": 1,
