@@ -12,7 +12,7 @@ JSON = "application/json"
 
 
 def _json(error: ApiError) -> HttpResponse:
-    return HttpResponse(error.as_bytes(), status=error.status_code, content_type=JSON)
+    return HttpResponse(error.as_bytes(), status=error.status_code, content_type=JSON, headers=error.headers())
 
 
 def _is_admin(request) -> bool:
@@ -41,3 +41,13 @@ def permission_denied(request, exception):
     if _is_admin(request):
         return defaults.permission_denied(request, exception)
     return _json(Forbidden())
+
+
+def csrf_failure(request, reason=""):
+    """CSRF_FAILURE_VIEW: the admin's forms keep Django's page; elsewhere (a cookie-less API
+    client posting where a browser form was expected) the API's shape."""
+    if _is_admin(request):
+        from django.views.csrf import csrf_failure as django_csrf_failure
+
+        return django_csrf_failure(request, reason)
+    return _json(Forbidden(f"CSRF verification failed: {reason or 'no valid CSRF token'}."))

@@ -15,6 +15,8 @@ from django.conf import settings
 from django.http import HttpResponse
 from django.views.decorators.http import require_safe
 
+from .core.errors import NotFound, Unavailable
+
 JSON = "application/json"
 
 
@@ -58,14 +60,32 @@ def _write_ready() -> tuple[bool, bool, dict]:
 CHECKS = {"read": _read_ready, "write": _write_ready}
 
 
+def internal(view):
+    """Probes reach an instance by its address; a request through a proxy (X-Forwarded-For) is
+    a client's, and gets the API's 404."""
+
+    def guarded(request):
+        if "HTTP_X_FORWARDED_FOR" in request.META:
+            return HttpResponse(NotFound().as_bytes(), status=404, content_type=JSON)
+        return view(request)
+
+    guarded.__name__ = view.__name__
+    return guarded
+
+
+@internal
 @require_safe
 def healthz(request):
     return HttpResponse(b'{"status":"alive"}', content_type=JSON)
 
 
+@internal
 @require_safe
 def readyz(request):
     ready, degraded, details = CHECKS[settings.CQRS_ROLE]()
     status = "unavailable" if not ready else "degraded" if degraded else "ready"
     body = {"status": status, "role": settings.CQRS_ROLE, **details}
-    return HttpResponse(json.dumps(body), status=200 if ready else 503, content_type=JSON)
+    response = HttpResponse(json.dumps(body), status=200 if ready else 503, content_type=JSON)
+    if not ready:
+        response["Retry-After"] = str(Unavailable.retry_after_seconds)
+    return response

@@ -19,6 +19,8 @@ from rest_framework.views import APIView
 from reads.apis import DEFAULT_ORDER, MAX_PAGE, ORDERS
 from writes import apis as writes
 from writes.aggregates import POST_AGGREGATE, USER_AGGREGATE
+from writes.idempotency import HEADER as IDEMPOTENCY_KEY
+from writes.idempotency import REPLAYED
 from writes.serializers import PostCreateInput, PostUpdateInput, UserCreateInput
 
 # --- What the API answers -------------------------------------------------------------------
@@ -102,8 +104,60 @@ MIN_VERSION = OpenApiParameter(
 IF_NONE_MATCH = OpenApiParameter(
     "If-None-Match", OpenApiTypes.STR, OpenApiParameter.HEADER, description="An ETag this API gave out: 304 if current."
 )
+CACHE_CONTROL = OpenApiParameter(
+    "Cache-Control",
+    {"type": "string", "enum": ["no-cache"]},
+    OpenApiParameter.HEADER,
+    required=True,
+    response=[200, 304],
+    description="`no-cache`: a browser or proxy may keep the answer but revalidates it (If-None-Match) "
+    "before each use, so a client never sees its own record from before its write.",
+)
 READ_ERRORS = {304: NOT_MODIFIED, 400: INVALID, 404: NOT_FOUND, 503: UNAVAILABLE}
 WRITE_ERRORS = {401: UNAUTHENTICATED, 413: TOO_LARGE, 415: UNSUPPORTED, 429: THROTTLED, 503: UNAVAILABLE}
+
+IDEMPOTENCY = [
+    OpenApiParameter(
+        IDEMPOTENCY_KEY,
+        {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x21-\\x7e]+$"},
+        OpenApiParameter.HEADER,
+        description="Makes a retry safe: the same key with the same request (method, path, body) within 24 hours "
+        "replays the first answer (status, body, ETag, Location) with no second effect, marked "
+        f"`{REPLAYED}: true`; the same key with another request answers 422; a duplicate sent while the "
+        "first runs waits for its answer (409 if it takes over 10 s). Keys are per user; use a new one (a "
+        "UUID) per operation.",
+    ),
+    OpenApiParameter(
+        REPLAYED,
+        {"type": "string", "enum": ["true"]},
+        OpenApiParameter.HEADER,
+        response=[200, 201],
+        description=f"Present when this answer is the replay of an earlier request with the same {IDEMPOTENCY_KEY}.",
+    ),
+]
+IDEMPOTENCY_ERRORS = {
+    409: error(f"A request with this {IDEMPOTENCY_KEY} is still running (see Retry-After), or a conflict."),
+    422: error(f"This {IDEMPOTENCY_KEY} was used for another request."),
+}
+IF_MATCH = OpenApiParameter(
+    "If-Match",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    description='Apply only if the post is still at this version: the ETag you read ("3"), or a list of them. '
+    "412 if it has moved on (its ETag then names the current version). Weak tags never match.",
+)
+PRECONDITION_FAILED = error("If-Match named a version the post has moved past; the ETag names the current one.")
+
+
+def location(status: int) -> OpenApiParameter:
+    return OpenApiParameter(
+        "Location",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        required=True,
+        response=[status],
+        description="Where the new resource is read: `/api/…/{id}`.",
+    )
 
 
 READ_DESCRIPTION = (
@@ -119,23 +173,30 @@ def read(response, summary: str, **extra):
         summary=summary,
         description=READ_DESCRIPTION,
         auth=[],
-        parameters=[MIN_VERSION, IF_NONE_MATCH, etag(200, 304)],
+        parameters=[MIN_VERSION, IF_NONE_MATCH, etag(200, 304), CACHE_CONTROL],
         responses={200: response, **READ_ERRORS},
         tags=["reads"],
         **extra,
     )
 
 
-def write(request, responses: dict, summary: str):
-    """A write endpoint: token authentication; its success answer carries the new version as ETag."""
+def write(request, responses: dict, summary: str, *, parameters: tuple = ()):
+    """A write endpoint: token authentication; its success answer carries the new version as ETag.
+    A POST takes an Idempotency-Key; a PATCH or DELETE, If-Match."""
     success = [status for status in responses if status < 300]
     return extend_schema(
         summary=summary,
         request=request,
-        parameters=[etag(*success)],
+        parameters=[etag(*success), *parameters],
         responses={**responses, **WRITE_ERRORS},
         tags=["writes"],
     )
+
+
+def create(request, response, summary: str, *, errors: dict):
+    """A POST that creates: 201 with Location, Idempotency-Key honoured."""
+    responses = {201: response, 400: INVALID, **IDEMPOTENCY_ERRORS, **errors}
+    return write(request, responses, summary, parameters=(location(201), *IDEMPOTENCY))
 
 
 # --- One documenting view per path ----------------------------------------------------------
@@ -148,7 +209,9 @@ class Reader(APIView):
 
 
 class UsersDoc(writes.UserCreateApi):
-    @write(UserCreateInput, {201: User, 400: INVALID, 409: error("The username is taken.")}, "Create a user")
+    @create(
+        UserCreateInput, User, "Create a user", errors={409: error("The username is taken, or see Idempotency-Key.")}
+    )
     def post(self, request):
         return super().post(request)
 
@@ -199,7 +262,7 @@ def feed(operation_id: str, summary: str, *parameters: OpenApiParameter, errors:
         summary=summary,
         description=FEED_DESCRIPTION,
         auth=[],
-        parameters=[*parameters, *PAGING, NO_CACHE, NEXT_LINK, X_CACHE],
+        parameters=[*parameters, *PAGING, NO_CACHE, NEXT_LINK, X_CACHE, CACHE_CONTROL],
         responses={200: PostPage, 400: INVALID, **errors, 503: UNAVAILABLE},
         tags=["reads"],
     )
@@ -225,7 +288,7 @@ class PostsDoc(writes.PostCreateApi):
     def get(self, request):
         raise NotImplementedError
 
-    @write(PostCreateInput, {201: Post, 400: INVALID}, "Create a post")
+    @create(PostCreateInput, Post, "Create a post", errors={})
     def post(self, request):
         return super().post(request)
 
@@ -235,14 +298,24 @@ class PostDoc(writes.PostDetailApi):
     def get(self, request, post_id: str):
         raise NotImplementedError
 
-    @write(PostUpdateInput, {200: Post, 400: INVALID, 404: NOT_FOUND}, "Change a post's title or content")
+    @write(
+        PostUpdateInput,
+        {200: Post, 400: INVALID, 404: NOT_FOUND, 412: PRECONDITION_FAILED},
+        "Change a post's title or content",
+        parameters=(IF_MATCH,),
+    )
     def patch(self, request, post_id: str):
         return super().patch(request, post_id)
 
     @write(
         None,
-        {204: OpenApiResponse(description="Deleted; the ETag names the deletion's version."), 404: NOT_FOUND},
+        {
+            204: OpenApiResponse(description="Deleted; the ETag names the deletion's version."),
+            404: NOT_FOUND,
+            412: PRECONDITION_FAILED,
+        },
         "Delete a post",
+        parameters=(IF_MATCH,),
     )
     def delete(self, request, post_id: str):
         return super().delete(request, post_id)
@@ -255,7 +328,12 @@ class PostLikesDoc(Reader):
 
 
 class PostReactDoc(writes.PostReactApi):
-    @write(None, {200: PostReactions, 404: NOT_FOUND}, "Like (or dislike) a post")
+    @write(
+        None,
+        {200: PostReactions, 400: INVALID, 404: NOT_FOUND, **IDEMPOTENCY_ERRORS},
+        "Like (or dislike) a post",
+        parameters=tuple(IDEMPOTENCY),
+    )
     def post(self, request, post_id: str):
         return super().post(request, post_id)
 

@@ -5,6 +5,7 @@ import os
 from django.conf import settings
 from django.core.wsgi import get_wsgi_application
 
+from cqrs_site.core.hosts import AllowedHosts
 from cqrs_site.core.telemetry import Instrumented
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cqrs_site.settings.write")
@@ -16,6 +17,9 @@ if settings.CQRS_ROLE == "read":
 
     # Cache hits are answered below Django (reads/fastpath.py); everything else reaches it.
     application = CacheHits(application)
+
+# Before anything reads the request: a Host this API does not serve is refused, in both pools.
+application = AllowedHosts(application, settings.ALLOWED_HOSTS)
 
 # Outermost: the request id, request metrics and the access log, for hits as for the rest.
 application = Instrumented(application, role=settings.CQRS_ROLE)

@@ -15,6 +15,10 @@ from .cache import PREFETCHED
 from .models import LATEST, TOP, USER_FEED, FeedModel
 
 JSON = "application/json"
+# Every read may be stored by a browser or a proxy but must be revalidated before each use (a
+# cheap 304 against the ETag, often answered by HAProxy itself): a max-age, however short,
+# would show a client its own record from before its write, which X-Min-Version exists to stop.
+CACHE_CONTROL = "no-cache"
 MAX_PAGE = 100
 DEFAULT_PAGE = 20
 
@@ -23,7 +27,7 @@ READ_METHODS = "GET, HEAD"
 
 
 def error_response(exc: ApiError, *, allow: str = READ_METHODS) -> HttpResponse:
-    response = HttpResponse(exc.as_bytes(), status=exc.status_code, content_type=JSON)
+    response = HttpResponse(exc.as_bytes(), status=exc.status_code, content_type=JSON, headers=exc.headers())
     if isinstance(exc, MethodNotAllowed):
         response["Allow"] = allow  # what a 405 must name (RFC 9110)
     return response
@@ -61,6 +65,7 @@ def found_response(request, found: selectors.Found) -> HttpResponse:
     else:
         response = HttpResponse(found.body, content_type=JSON)
     response["ETag"] = etag
+    response["Cache-Control"] = CACHE_CONTROL
     response["X-Cache"] = found.source
     return response
 
@@ -117,6 +122,7 @@ def wants_fresh(cache_control: str | None) -> bool:
 
 def page_response(request, page: feeds.Page) -> HttpResponse:
     response = HttpResponse(page.body, content_type=JSON)
+    response["Cache-Control"] = CACHE_CONTROL
     response["X-Cache"] = page.source
     if page.next_cursor is not None:
         response["Link"] = next_link(request.path, request.GET.dict(), page.next_cursor)

@@ -20,12 +20,13 @@ from cqrs_site.core.metrics import CACHE_LOOKUPS
 from cqrs_site.core.redis_client import redis_client
 from cqrs_site.core.telemetry import ROUTE
 
-from .apis import next_link, page_args, wants_fresh
+from .apis import CACHE_CONTROL, next_link, page_args, wants_fresh
 from .cache import PREFETCHED
 from .feeds import cursor_decode, page_from_cache
 from .routes import FAST_ROUTES, fast_paths
 
 JSON = ("Content-Type", "application/json")
+REVALIDATE = ("Cache-Control", CACHE_CONTROL)
 HIT_COUNTER = CACHE_LOOKUPS.labels("hit")
 PATHS = fast_paths()
 
@@ -77,9 +78,9 @@ class CacheHits:
             return None
         etag = etag_for(version)
         if none_match(environ.get("HTTP_IF_NONE_MATCH"), version):
-            start_response("304 Not Modified", [("ETag", etag), ("X-Cache", "hit")])
+            start_response("304 Not Modified", [("ETag", etag), REVALIDATE, ("X-Cache", "hit")])
             return [b""]
-        headers = [JSON, ("Content-Length", str(len(body))), ("ETag", etag), ("X-Cache", "hit")]
+        headers = [JSON, ("Content-Length", str(len(body))), ("ETag", etag), REVALIDATE, ("X-Cache", "hit")]
         start_response("200 OK", headers)
         return [body]
 
@@ -95,7 +96,7 @@ class CacheHits:
             return None  # Django explains the error, or reads MongoDB
         if page is None:
             return None
-        headers = [JSON, ("Content-Length", str(len(page.body))), ("X-Cache", "hit")]
+        headers = [JSON, ("Content-Length", str(len(page.body))), REVALIDATE, ("X-Cache", "hit")]
         if page.next_cursor is not None:
             headers.append(("Link", next_link(environ.get("PATH_INFO", ""), query, page.next_cursor)))
         start_response("200 OK", headers)

@@ -34,10 +34,10 @@ def stores():
 def clean_stores():
     """Each test starts from empty collections and an empty cache."""
     from cqrs_site.core.redis_client import redis_client
-    from writes.documents import Post, User
+    from writes.documents import IdempotencyRecord, Post, User
 
-    User._get_collection().delete_many({})
-    Post._get_collection().delete_many({})
+    for documents in (User, Post, IdempotencyRecord):
+        documents._get_collection().delete_many({})
     redis_client().flushdb()
 
 

@@ -73,6 +73,30 @@ class Post(me.Document):
         return self.title
 
 
+# Idempotency-Key records (writes/idempotency.py) are kept this long, then MongoDB's TTL
+# monitor removes them (within a minute or so after; lookups ignore older ones meanwhile).
+IDEMPOTENCY_KEY_SECONDS = 24 * 3600
+
+
+class IdempotencyRecord(me.Document):
+    """The first answer to a POST sent with an Idempotency-Key, stored in the same transaction
+    as the POST's effect. `_id` is "<user id>:<key>"."""
+
+    meta = {
+        "collection": "idempotency_keys",
+        "indexes": [{"fields": ["created_at"], "expireAfterSeconds": IDEMPOTENCY_KEY_SECONDS}],
+        "auto_create_index": False,
+    }
+
+    id = me.StringField(primary_key=True)
+    fingerprint = me.StringField(required=True)  # the request's method, path and body, hashed
+    status = me.IntField(required=True)
+    body = me.BinaryField(required=True)
+    headers = me.DictField()
+    created_at = me.DateTimeField(required=True)
+
+
 def ensure_indexes() -> None:
     User.ensure_indexes()
     Post.ensure_indexes()
+    IdempotencyRecord.ensure_indexes()

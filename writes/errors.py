@@ -30,7 +30,7 @@ def api_exception_handler(exc, context):
         logger.error("MongoDB unavailable: %s", exc)
         exc = Unavailable("MongoDB is unavailable; the write was not applied. Retry later.")
     if isinstance(exc, ApiError):
-        return Response(exc.as_dict(), status=exc.status_code)
+        return Response(exc.as_dict(), status=exc.status_code, headers=exc.headers())
     if isinstance(exc, exceptions.ValidationError):
         detail = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
         fields = {name: [str(m) for m in (msgs if isinstance(msgs, list) else [msgs])] for name, msgs in detail.items()}

@@ -5,6 +5,7 @@ older one after a newer one, changes nothing: consumers fence on the version. Wh
 aggregate has, and how its state is built, is declared in writes/aggregates.py.
 """
 
+import contextvars
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +26,12 @@ POST_DELETED = "PostDeleted"
 # the broker lost events. Not a change: the version is the one the document already has.
 USER_REPLAYED = "UserReplayed"
 POST_REPLAYED = "PostReplayed"
+
+
+# The Idempotency-Key record of the POST being served and the answer it gives (writes/
+# idempotency.py), if it has one: its write's outbox entry carries them, so that the write can
+# be recognised, and its answer rebuilt, after a crash.
+idempotency_record: contextvars.ContextVar[dict | None] = contextvars.ContextVar("idempotency_record", default=None)
 
 
 def utc_now() -> datetime:
@@ -54,6 +61,9 @@ def outbox_entry(*, event_type: str, aggregate: str, state) -> dict:
     }
     if request_id is not None:
         entry["request_id"] = request_id
+    record = idempotency_record.get()
+    if record is not None:
+        entry["idempotency"] = record
     return entry
 
 

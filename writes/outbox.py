@@ -34,6 +34,7 @@ from cqrs_site.core.redis_client import redis_client
 from .aggregates import AGGREGATES, Aggregate, event_from_outbox
 from .documents import object_id
 from .events import Event, outbox_entry, utc_now
+from .idempotency import record_complete_from_entry
 from .producer import Deliveries, publisher
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ def outbox_publish(*, aggregate: str, aggregate_id, entries: list[dict], sender:
     current = publisher()
     deliveries = Deliveries(on_ack=functools.partial(_marker().add, aggregate, aggregate_id))
     for entry in entries:
+        _before_removal(entry)
         event_send(deliveries, event_from_outbox(entry))
     waits = not current.suspect()
     delivered = deliveries.wait(settings.KAFKA_PUBLISH_TIMEOUT_SECONDS if waits else 0.0)
@@ -88,6 +90,17 @@ def relay_due(aggregate: str, aggregate_ids: list) -> None:
         redis_client().sadd(relay_due_key(aggregate), *[str(doc_id) for doc_id in aggregate_ids])
     except RedisError as exc:  # the relay's full pass finds them
         logger.warning("could not note %d %s outboxes for the relay: %s", len(aggregate_ids), aggregate, exc)
+
+
+def _before_removal(entry: dict) -> None:
+    """An entry is sent, then removed once acknowledged. One that names an Idempotency-Key's
+    record first stores its write's answer there (writes/idempotency.py: after a crash, a retry
+    that finds neither the entry nor the answer knows the write was never made)."""
+    if "idempotency" in entry:
+        try:
+            record_complete_from_entry(entry)
+        except PyMongoError as exc:  # the request stores it too, unless it crashed as well
+            logger.warning("the answer of %s was not stored in its Idempotency-Key record: %s", entry["event_id"], exc)
 
 
 class _SentMarker:
@@ -173,6 +186,7 @@ def outbox_relay_pass(
                 break
             done.documents += 1
             for entry in document["outbox"]:
+                _before_removal(entry)
                 owners[entry["event_id"]] = (aggregate.name, document["_id"])
                 event_send(deliveries, event_from_outbox(entry))
                 done.events += 1

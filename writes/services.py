@@ -19,6 +19,14 @@ from .outbox import outbox_publish
 REACTION_COUNTERS = {"like": "like_count", "dislike": "dislike_count"}
 
 
+class VersionConflict(Conflict):
+    """The post has moved past the version(s) the caller expected; it is at `current_version`."""
+
+    def __init__(self, message: str, *, fields: dict, current_version: int) -> None:
+        super().__init__(message, fields=fields)
+        self.current_version = current_version
+
+
 def _publish(aggregate: str, document: dict) -> None:
     outbox_publish(aggregate=aggregate, aggregate_id=document["_id"], entries=document["outbox"][-1:])
 
@@ -68,15 +76,18 @@ def post_create(*, user_id: str, title: str, content: str) -> dict:
     return POST_AGGREGATE.state(document)
 
 
-def _post_change(post_id: str, event_type: str, changes: dict, expected_version: int | None = None) -> dict:
+def _post_change(post_id: str, event_type: str, changes: dict, expected_version: int | list[int] | None = None) -> dict:
     """Apply `changes` (aggregation expressions) to a live post, raise its version and append
-    its event, all in one atomic update. NotFound for an unknown or deleted post; Conflict when
-    `expected_version` is given and the post has moved past it (optimistic concurrency)."""
+    its event, all in one atomic update. NotFound for an unknown or deleted post; VersionConflict
+    when `expected_version` is given (a version, or a list of them: If-Match's) and the post is
+    at none of them (optimistic concurrency)."""
     oid = object_id(post_id)
     if oid is None:
         raise NotFound("No post has this id.")
     match = {"_id": oid, "deleted": False}
-    if expected_version is not None:
+    if isinstance(expected_version, list):
+        match["version"] = {"$in": expected_version}
+    elif expected_version is not None:
         match["version"] = expected_version
     # The event's state is copied from the updated fields by the same atomic update ($field refs).
     event = outbox_entry(event_type=event_type, aggregate=POST, state={f: f"${f}" for f in POST_AGGREGATE.fields})
@@ -90,7 +101,8 @@ def _post_change(post_id: str, event_type: str, changes: dict, expected_version:
     # 1.5 ms for these two). The event holds exactly the state this update produced, whatever
     # other writes did since, and stays in the outbox until this request publishes it.
     if posts.update_one(match, pipeline).matched_count == 1:
-        stored = posts.find_one({"_id": oid}, {"outbox": {"$elemMatch": {"event_id": event["event_id"]}}})
+        mine = {"outbox": {"$elemMatch": {"event_id": event["event_id"]}}}
+        stored = posts.find_one({"_id": oid}, mine)
         entries = (stored or {}).get("outbox") or []
         if entries:
             outbox_publish(aggregate=POST, aggregate_id=oid, entries=entries)
@@ -100,15 +112,21 @@ def _post_change(post_id: str, event_type: str, changes: dict, expected_version:
     current = posts.find_one({"_id": oid, "deleted": False}, {"version": 1})
     if current is None:
         raise NotFound("No post has this id.")
-    raise Conflict(
-        f"The post changed since version {expected_version}; it is at version {current['version']}. "
+    expected = " or ".join(map(str, expected_version)) if isinstance(expected_version, list) else expected_version
+    raise VersionConflict(
+        f"The post changed since version {expected or '(none given)'}; it is at version {current['version']}. "
         "Reload it and apply your change again.",
-        fields={"version": [f"expected {expected_version}, found {current['version']}"]},
+        fields={"version": [f"expected {expected or '(none)'}, found {current['version']}"]},
+        current_version=current["version"],
     )
 
 
 def post_update(
-    *, post_id: str, title: str | None = None, content: str | None = None, expected_version: int | None = None
+    *,
+    post_id: str,
+    title: str | None = None,
+    content: str | None = None,
+    expected_version: int | list[int] | None = None,
 ) -> dict:
     """Change a post's title and/or content; with `expected_version`, only if it is still there."""
     # $literal: a title such as "$content" must stay text, not become a field path.
@@ -126,6 +144,6 @@ def post_react(*, post_id: str, reaction: str) -> dict:
     return _post_change(post_id, POST_REACTED, {counter: {"$add": [f"${counter}", 1]}})
 
 
-def post_delete(*, post_id: str, expected_version: int | None = None) -> dict:
+def post_delete(*, post_id: str, expected_version: int | list[int] | None = None) -> dict:
     """Delete a post. It stays in MongoDB as a versioned deletion, so the cache keeps a tombstone."""
     return _post_change(post_id, POST_DELETED, {"deleted": True}, expected_version)

@@ -27,12 +27,12 @@ from writes.documents import object_id
 
 from .changelist import ChangeList, Column
 from .filters import ListFilter
+from .permissions import APP_LABEL, RecordPermissions
 
-APP_LABEL = "mongodb"
 APP_NAME = "MongoDB records"
 
 
-class MongoAdmin:
+class MongoAdmin(RecordPermissions):
     """The admin of one MongoDB collection. Subclasses say what to show and how to change it."""
 
     slug = ""  # URL segment and object name, e.g. "posts"
@@ -115,6 +115,7 @@ class MongoAdmin:
 
     # --- views ---------------------------------------------------------------------------------
     def changelist_view(self, request):
+        self.require(request, "view")
         if request.method == "POST":
             return self.delete_selected(request)
         changelist = ChangeList(request, self)
@@ -129,13 +130,14 @@ class MongoAdmin:
                 **changelist.page_context(),
                 search_fields=self.search_fields,
                 search_help_text=self.search_help_text,
-                deletable=self.deletable,
+                deletable=self.permitted(request, "delete"),
             ),
         )
 
     def change_view(self, request, doc_id: str):
+        self.require(request, "view")
         raw = self._get(doc_id)
-        editable = self.form_class is not None and self.is_live(raw)
+        editable = self.permitted(request, "change") and self.is_live(raw)
         form = None
         if editable:
             initial = {name: raw.get(name) for name in self.form_class.base_fields}
@@ -164,7 +166,7 @@ class MongoAdmin:
                 form=form,
                 rows=rows,
                 editable=editable,
-                deletable=self.deletable and self.is_live(raw),
+                deletable=self.permitted(request, "delete") and self.is_live(raw),
                 delete_url=reverse(self.url_name("delete"), args=[doc_id]),
                 cache_refresh_url=reverse(self.url_name("cache"), args=[doc_id]),
                 cache=self._cache_panel(doc_id),
@@ -199,6 +201,7 @@ class MongoAdmin:
         return HttpResponseRedirect(reverse(self.url_name("changelist")))
 
     def delete_view(self, request, doc_id: str):
+        self.require(request, "delete")
         raw = self._get(doc_id)
         if not (self.deletable and self.is_live(raw)):
             raise Http404(f"This {self.verbose_name} cannot be deleted.")
@@ -220,7 +223,7 @@ class MongoAdmin:
 
     def delete_selected(self, request):
         """The change list's bulk action: a confirmation page, then one write per record."""
-        if request.POST.get("action") != "delete_selected" or not self.deletable:
+        if request.POST.get("action") != "delete_selected" or not self.permitted(request, "delete"):
             messages.warning(request, "No action selected.")
             return HttpResponseRedirect(request.get_full_path())
         ids = [oid for oid in map(object_id, request.POST.getlist("_selected_action")) if oid is not None]
@@ -256,6 +259,7 @@ class MongoAdmin:
         )
 
     def cache_refresh_view(self, request, doc_id: str):
+        self.require(request, "view")
         self._get(doc_id)
         try:
             entries = cache_refresh(aggregate=self.aggregate, doc_id=doc_id)

@@ -4,14 +4,17 @@ MongoDB is down."""
 
 from django.conf import settings
 from django.contrib.admin import AdminSite
+from django.core.exceptions import PermissionDenied
 from django.http import HttpResponse
 from django.urls import path, reverse
 from pymongo.errors import PyMongoError
 
+from cqrs_site.core.errors import Unavailable
 from cqrs_site.core.ratelimit import FixedWindow
 from cqrs_site.core.telemetry import client_address
 
-from .options import APP_LABEL, APP_NAME, MongoAdmin
+from .options import APP_NAME, MongoAdmin
+from .permissions import APP_LABEL, permissions_create
 
 
 class MongoAdminSite(AdminSite):
@@ -35,25 +38,30 @@ class MongoAdminSite(AdminSite):
     def get_app_list(self, request, app_label=None) -> list[dict]:
         apps = super().get_app_list(request, app_label)
         if self._mongo and app_label in (None, APP_LABEL) and self.has_permission(request):
-            apps.append(self._mongo_app())
+            mongo = self._mongo_app(request)
+            if mongo["models"]:
+                apps.append(mongo)
         return sorted(apps, key=lambda app: app["name"].lower())
 
-    def _mongo_app(self) -> dict:
+    def _mongo_app(self, request) -> dict:
+        """The section of the collections this user may see (cqrs_site/admin/options.py
+        `permitted`: Django's permissions, as for models)."""
         models = [
             {
                 "name": admin.verbose_name_plural.capitalize(),
                 "object_name": admin.slug.capitalize(),
                 "perms": {
                     "add": False,
-                    "change": admin.form_class is not None,
-                    "delete": admin.deletable,
+                    "change": admin.permitted(request, "change"),
+                    "delete": admin.permitted(request, "delete"),
                     "view": True,
                 },
                 "admin_url": reverse(admin.url_name("changelist")),
                 "add_url": None,
-                "view_only": admin.form_class is None,
+                "view_only": not admin.permitted(request, "change"),
             }
             for admin in self._mongo.values()
+            if admin.permitted(request, "view")
         ]
         return {
             "name": APP_NAME,
@@ -87,7 +95,13 @@ class MongoAdminSite(AdminSite):
         return response
 
     def mongo_index(self, request):
+        if not self._mongo_app(request)["models"]:
+            raise PermissionDenied("You may not view any MongoDB records.")
         return self.app_index(request, APP_LABEL)
+
+    def mongo_permissions(self, using: str = "default") -> None:
+        """After `migrate` (cqrs_site/admin/apps.py): the permissions of the MongoDB records."""
+        permissions_create(self._mongo.values(), using)
 
     def admin_view(self, view, cacheable=False):
         """Django's wrapper (staff only, CSRF, no caching), plus a clear 503 when MongoDB is down."""
@@ -100,6 +114,7 @@ class MongoAdminSite(AdminSite):
                     f"MongoDB is not available, so the records cannot be shown or changed now: {exc}",
                     status=503,
                     content_type="text/plain; charset=utf-8",
+                    headers={"Retry-After": str(Unavailable.retry_after_seconds)},
                 )
 
         guarded.__name__ = getattr(view, "__name__", "view")

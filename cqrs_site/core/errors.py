@@ -27,6 +27,10 @@ class ApiError(Exception):
     def as_bytes(self) -> bytes:
         return json.dumps(self.as_dict(), separators=(",", ":")).encode()
 
+    def headers(self) -> dict[str, str]:
+        """Headers the answer carries besides the body (Retry-After on a 503, ETag on a 412)."""
+        return {}
+
 
 class InvalidInput(ApiError):
     status_code = 400
@@ -64,6 +68,28 @@ class Conflict(ApiError):
     code = "conflict"
 
 
+class PreconditionFailed(ApiError):
+    """If-Match named a version the resource has moved past; the answer's ETag is the current one."""
+
+    status_code = 412
+    code = "precondition_failed"
+
+    def __init__(self, message: str | None = None, *, fields: dict | None = None, current_version: int | None = None):
+        super().__init__(message, fields=fields)
+        self.current_version = current_version
+
+    def headers(self) -> dict[str, str]:
+        return {} if self.current_version is None else {"ETag": f'"{self.current_version}"'}
+
+
+class Unprocessable(ApiError):
+    """Well-formed, but not something this request may do (an Idempotency-Key reused with
+    another request)."""
+
+    status_code = 422
+    code = "unprocessable"
+
+
 class PayloadTooLarge(ApiError):
     status_code = 413
     code = "too_large"
@@ -76,6 +102,10 @@ class Unavailable(ApiError):
     status_code = 503
     code = "unavailable"
     default_message = "A backing service is unavailable; retry later."
+    retry_after_seconds = 2
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_seconds)}
 
 
 class ServerError(ApiError):

@@ -19,7 +19,7 @@ import orjson
 _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 # What we accept from a client or a proxy: an id, not a payload to smuggle into logs or headers.
-VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
+VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
 
 # LogRecord's own attributes; anything else on a record came from `extra=` and is logged as a field.
 _RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}

@@ -30,6 +30,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+# A CSRF refusal outside the admin answers in the API's JSON shape (cqrs_site/handlers.py).
+CSRF_FAILURE_VIEW = "cqrs_site.handlers.csrf_failure"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",

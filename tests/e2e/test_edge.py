@@ -111,3 +111,15 @@ def test_edge_hits_are_counted_by_haproxys_exporter(stack):
     for _ in range(5):
         edge(stack, f"/api/posts/{post['post_id']}")
     assert edge_2xx() - before >= 5
+
+
+def test_no_origin_may_call_the_api_from_a_browser_by_default(stack):
+    """CORS_ALLOWED_ORIGINS is empty unless set (tests/e2e/test_api_edges.py sets one)."""
+    preflight = requests.options(
+        stack.url + "/api/posts",
+        headers={"Origin": "http://localhost:3000", "Access-Control-Request-Method": "GET"},
+        timeout=5,
+    )
+    assert preflight.status_code == 403 and "Access-Control-Allow-Origin" not in preflight.headers
+    hit = edge(stack, f"/api/posts/{cached_post(stack)['post_id']}", Origin="http://localhost:3000")
+    assert hit.headers["X-Served-By"] == "edge" and "Access-Control-Allow-Origin" not in hit.headers

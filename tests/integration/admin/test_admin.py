@@ -16,10 +16,21 @@ POSTS = "/admin/mongodb/posts/"
 USERS = "/admin/mongodb/users/"
 
 
+EVERY_PERMISSION = ("view_post", "change_post", "delete_post", "view_user")
+
+
+def staff_user(django_user_model, username: str, *codenames: str):
+    """A staff user granted these permissions on the MongoDB records (mongodb.<codename>)."""
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user(username, password="secret-pass-1", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(content_type__app_label="mongodb", codename__in=codenames))
+    return user
+
+
 @pytest.fixture
 def staff(db, client, django_user_model):
-    user = django_user_model.objects.create_user("operator", password="secret-pass-1", is_staff=True)
-    client.force_login(user)
+    client.force_login(staff_user(django_user_model, "operator", *EVERY_PERMISSION))
     return client
 
 
@@ -235,7 +246,7 @@ def test_admin_writes_need_the_csrf_token(db, django_user_model, author):
 
     post = services.post_create(user_id=author["id"], title="Guarded", content="C")
     client = Client(enforce_csrf_checks=True)
-    client.force_login(django_user_model.objects.create_user("strict", password="x", is_staff=True))
+    client.force_login(staff_user(django_user_model, "strict", *EVERY_PERMISSION))
     form = {"title": "Forged", "content": "C", "version": "1", "_save": "1"}
     assert client.post(change_url(post), form).status_code == 403
     assert client.post(f"{POSTS}{post['id']}/delete/", {"post": "yes"}).status_code == 403
@@ -257,3 +268,49 @@ def test_failed_logins_are_limited_per_client_address(db, client, django_user_mo
     assert "_auth_user_id" not in client.session
     other = client.post("/admin/login/", {**wrong, "password": "right-password-1"}, HTTP_X_FORWARDED_FOR="198.51.100.2")
     assert other.status_code == 302 and client.session["_auth_user_id"]
+
+
+def test_the_mongodb_records_have_djangos_permissions(db):
+    from django.contrib.auth.models import Permission
+
+    found = set(Permission.objects.filter(content_type__app_label="mongodb").values_list("codename", flat=True))
+    assert found == set(EVERY_PERMISSION)  # users are read-only: no change or delete to grant
+
+
+def test_a_staff_user_without_permissions_sees_no_records(db, client, django_user_model, author):
+    post = services.post_create(user_id=author["id"], title="Hidden", content="C")
+    client.force_login(staff_user(django_user_model, "nobody"))
+    assert "MongoDB records" not in client.get("/admin/").content.decode()
+    for url in (POSTS, USERS, "/admin/mongodb/", change_url(post), f"{POSTS}{post['id']}/delete/"):
+        assert client.get(url).status_code == 403, url
+    assert client.post(change_url(post), {"title": "Hacked", "content": "C", "version": "1"}).status_code == 403
+    assert client.post(f"{POSTS}{post['id']}/cache/refresh/").status_code == 403
+    assert stored(post)["title"] == "Hidden"
+
+
+def test_view_permission_gives_read_only_pages(db, client, django_user_model, author):
+    post = services.post_create(user_id=author["id"], title="Read only", content="C")
+    client.force_login(staff_user(django_user_model, "viewer", "view_post"))
+    index = client.get("/admin/").content.decode()
+    assert f'href="{POSTS}"' in index and f'href="{USERS}"' not in index
+    assert client.get(USERS).status_code == 403
+    listing = client.get(POSTS)
+    assert listing.status_code == 200 and "Read only" in listing.content.decode()
+    assert 'name="action"' not in listing.content.decode()  # no bulk delete to offer
+    page = client.get(change_url(post)).content.decode()
+    assert "View post" in page and 'name="title"' not in page and "/delete/" not in page
+    response = client.post(change_url(post), {"title": "Changed", "content": "C", "version": "1", "_save": "1"})
+    assert response.status_code == 302 and stored(post)["title"] == "Read only"
+    assert client.get(f"{POSTS}{post['id']}/delete/").status_code == 403
+    bulk = client.post(POSTS, {"action": "delete_selected", "_selected_action": [post["id"]], "post": "yes"})
+    assert bulk.status_code == 302 and stored(post)["deleted"] is False
+
+
+def test_change_without_delete_edits_but_cannot_delete(db, client, django_user_model, author):
+    post = services.post_create(user_id=author["id"], title="Editable", content="C")
+    client.force_login(staff_user(django_user_model, "editor", "change_post"))  # change implies view
+    assert client.get(POSTS).status_code == 200
+    response = client.post(change_url(post), {"title": "Edited", "content": "C", "version": "1", "_save": "1"})
+    assert response.status_code == 302 and stored(post)["title"] == "Edited"
+    assert client.post(f"{POSTS}{post['id']}/delete/", {"post": "yes", "version": "2"}).status_code == 403
+    assert stored(post)["deleted"] is False

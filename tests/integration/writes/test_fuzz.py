@@ -1,6 +1,7 @@
 """Fuzzing the write endpoints (hypothesis): whatever the body, the answer is never a 5xx, and a
 refused request changes nothing in MongoDB."""
 
+import itertools
 import json
 from urllib.parse import quote
 
@@ -79,3 +80,88 @@ def test_no_write_body_makes_a_5xx_and_a_refused_one_changes_nothing(
     if answer.status_code >= 400:
         assert answer.json()["error"]["code"] and answer.json()["error"]["message"]
         assert snapshot() == before, (method, path, body, answer.status_code)
+
+
+# Retries as a client makes them: keys (some shared between writes), bodies (some changed on
+# retry), how many times each is sent, and how many of the sends race each other.
+retries = st.lists(
+    st.tuples(
+        st.sampled_from([0, 1, 2, 3, 4, 5]),  # the write, from RETRIED
+        st.sampled_from(["k1", "k2", "k3"]),
+        st.booleans(),  # the retry's body differs from the first send's
+        st.integers(min_value=1, max_value=3),  # sends, sequential
+        st.booleans(),  # two of them race
+    ),
+    min_size=1,
+    max_size=5,
+)
+RETRIED = [
+    ("/api/users", lambda n, author, post: {"username": f"fuzz{n}"}),  # n: unique per example and step
+    ("/api/posts", lambda n, author, post: {"user_id": author, "title": f"T{n}", "content": "C"}),
+    ("/api/posts/{post}/like", lambda n, author, post: None),
+    ("/api/posts/{post}/dislike", lambda n, author, post: None),
+    ("/api/users", lambda n, author, post: {"username": f"other{n}"}),
+    ("/api/posts/{post}/like", lambda n, author, post: None),
+]
+
+
+EXAMPLES = itertools.count()  # usernames stay unique across examples (MongoDB keeps them)
+
+
+def _effects() -> tuple:
+    posts = list(Post._get_collection().find({}, {"like_count": 1, "dislike_count": 1}))
+    return (
+        User._get_collection().count_documents({}),
+        len(posts),
+        sum(post["like_count"] for post in posts),
+        sum(post["dislike_count"] for post in posts),
+    )
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(plan=retries)
+def test_a_fuzzed_retry_with_an_idempotency_key_never_has_two_effects(api_client, author, plan):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from writes.documents import IdempotencyRecord
+
+    IdempotencyRecord._get_collection().delete_many({})
+    # The token is looked up once, here: the test database (SQLite) refuses concurrent readers,
+    # and racing requests then find it in the process's token cache (writes/authentication.py).
+    assert api_client.post(f"/api/posts/{'0' * 24}/like").status_code == 404
+    post = services.post_create(user_id=author["id"], title="T", content="C")
+    outbox_flush()
+    first_use: dict[str, tuple] = {}  # key -> (path, body) of its first send
+    expected = list(_effects())
+    effect_of = {"/api/users": 0, "/api/posts": 1, "like": 2, "dislike": 3}
+
+    def send(path: str, body, key: str):
+        return api_client.post(path, data=body, format="json", HTTP_IDEMPOTENCY_KEY=key)
+
+    example = next(EXAMPLES)
+    for step, (which, key, changed, sends, race) in enumerate(plan):
+        path, make = RETRIED[which]
+        path = path.replace("{post}", post["id"])
+        body = make(f"{example}-{step}", author["id"], post["id"])
+        if key not in first_use:
+            first_use[key] = (path, body)
+            kind = path.rsplit("/", 1)[-1] if "{post}" in RETRIED[which][0] else path
+            expected[effect_of[kind]] += 1
+        elif changed and body is not None:
+            body = {**body, "title": "changed"} if "title" in body else {"username": body["username"] + "x"}
+        same = (path, body) == first_use[key]
+        if race:
+            with ThreadPoolExecutor(2) as pool:
+                answers = list(pool.map(lambda args: send(*args), [(path, body, key)] * 2))
+        else:
+            answers = [send(path, body, key) for _ in range(sends)]
+        for answer in answers:
+            if same:
+                assert answer.status_code in (200, 201), answer.content
+            else:
+                assert answer.status_code == 422 and answer.json()["error"]["code"] == "unprocessable"
+    assert list(_effects()) == expected, plan

@@ -73,3 +73,15 @@ def test_the_management_commands_named_exist(service):
     for name in re.findall(r"manage\.py (\w+)", command):
         found = list(ROOT.glob(f"*/management/commands/{name}.py"))
         assert found or name == "migrate", f"{service} runs manage.py {name}, which does not exist"
+
+
+def test_the_committed_edge_routes_are_the_ones_reads_routes_declares():
+    from reads.routes import edge_routes_lua
+
+    assert (ROOT / "deploy/edge_routes.lua").read_text() == edge_routes_lua(), "run: manage.py edge_routes"
+
+
+def test_compose_mounts_every_lua_file_haproxy_loads():
+    loaded = re.findall(r"lua-load-per-thread (\S+)", (ROOT / "deploy/haproxy.cfg").read_text())
+    mounts = " ".join(SERVICES["haproxy"]["volumes"])
+    assert loaded and all(f"/usr/local/etc/haproxy/{path}" in mounts for path in loaded), loaded
