@@ -1,11 +1,18 @@
 # The two commands: `make up` (the whole stack on embedded defaults) and `make test`.
 PY := .venv/bin/python
-export PORT READ_INSTANCES WRITE_INSTANCES CONSUMERS
+export PORT READ_INSTANCES WRITE_INSTANCES CONSUMERS MONITORING
 
-.PHONY: install up down status restart logs test bench lint format
+.PHONY: install install-test install-bench up down status restart logs test bench lint format lock
 
+# What the stack needs (`make up MONITORING=1` adds Prometheus); tests and the bench add their tools.
 install:
-	@bash deploy/install.sh
+	@bash deploy/install.sh $(if $(filter 1,$(MONITORING)),monitoring,stack)
+
+install-test:
+	@bash deploy/install.sh test
+
+install-bench:
+	@bash deploy/install.sh bench
 
 up: install
 	@$(PY) -m deploy.localstack up
@@ -23,18 +30,24 @@ logs:
 restart:
 	@$(PY) -m deploy.localstack restart $(NAME)
 
-test: install
+test: install-test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Not part of `make test`: starts its own stack on free ports, loads it, writes bench/results/.
-bench: install
+bench: install-bench
 	$(PY) -m bench.run $(BENCH_ARGS)
 
-lint: install
+lint: install-test
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	.venv/bin/lint-imports
 
-format: install
+format: install-test
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
+
+# After a change to requirements*.in: the locked sets, with hashes (pip-tools).
+lock: install-test
+	for set in requirements requirements-local requirements-dev; do \
+	  .venv/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+	    --no-emit-find-links -o $$set.txt $$set.in; done

@@ -1,13 +1,30 @@
 #!/usr/bin/env bash
-# Installs what the project needs on a fresh machine: Debian packages (as root) and .venv.
-# Idempotent and quick when everything is already there.
+# Installs what one use of the project needs on a fresh machine: Debian packages (as root) and
+# .venv, from the locked requirements. Idempotent and quick when everything is already there.
+#
+#   deploy/install.sh stack        `make up`: Redis, HAProxy; the runtime, the stand-ins, supervisor
+#   deploy/install.sh monitoring   `make up MONITORING=1`: the stack and Prometheus
+#   deploy/install.sh test         `make test`, `make lint`: the stack, Chromium, promtool; dev packages
+#   deploy/install.sh bench        `make bench`: the stack and wrk; dev packages
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-declare -A commands=([redis-server]=redis-server [haproxy]=haproxy [wrk]=wrk [chromium]=chromium)
+use=${1:-stack}
+packages=(redis-server haproxy)
+requirements=requirements-local.txt
+case "$use" in
+  stack) ;;
+  monitoring) packages+=(prometheus) ;;
+  test) packages+=(chromium prometheus); requirements=requirements-dev.txt ;;
+  bench) packages+=(wrk); requirements=requirements-dev.txt ;;
+  *) echo "usage: deploy/install.sh stack|monitoring|test|bench" >&2; exit 2 ;;
+esac
+
+# Debian package -> the command it provides.
+declare -A commands=([redis-server]=redis-server [haproxy]=haproxy [chromium]=chromium [prometheus]=promtool [wrk]=wrk)
 missing=()
-for command in "${!commands[@]}"; do
-  command -v "$command" >/dev/null 2>&1 || missing+=("${commands[$command]}")
+for package in "${packages[@]}"; do
+  command -v "${commands[$package]}" >/dev/null 2>&1 || missing+=("$package")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -22,10 +39,11 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-stamp=.venv/.requirements.sha
-want=$(sha256sum requirements.txt | cut -d' ' -f1)
+# Each locked set once per change of its file (the dev set includes the local one).
+stamp=.venv/.installed-$(basename "$requirements" .txt)
+want=$(sha256sum "$requirements" | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -r requirements.txt
+  .venv/bin/pip install -q --require-hashes -r "$requirements"
   echo "$want" > "$stamp"
 fi
