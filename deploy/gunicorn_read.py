@@ -4,16 +4,18 @@ gevent workers: a read is mostly waiting on Redis, so one process serves many at
 (Redis pool, MongoDB) are created lazily in each worker, after the fork.
 """
 
-import os
+from environs import Env, validate
 
 from deploy.gunicorn_common import *  # noqa: F403 (timeouts, logging, the metrics hooks)
 
+env = Env()  # a bad value stops gunicorn with the variable's name and the form it expects
+
 raw_env = ["DJANGO_SETTINGS_MODULE=cqrs_site.settings.read"]
-bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8101")
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gevent")
-workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
-worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
-threads = int(os.environ.get("GUNICORN_THREADS", "1"))  # for worker_class gthread
+bind = env.str("GUNICORN_BIND", "127.0.0.1:8101")
+worker_class = env.str("GUNICORN_WORKER_CLASS", "gevent")
+workers = env.int("GUNICORN_WORKERS", 2, validate=validate.Range(min=1))
+worker_connections = env.int("GUNICORN_WORKER_CONNECTIONS", 1000, validate=validate.Range(min=1))
+threads = env.int("GUNICORN_THREADS", 1, validate=validate.Range(min=1))  # for worker_class gthread
 
 
 def post_worker_init(worker):

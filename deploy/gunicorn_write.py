@@ -4,15 +4,17 @@ Threaded workers: a write blocks on MongoDB and on the broker's acknowledgement,
 client is thread-based (gevent would block on it). One producer per worker, made after fork.
 """
 
-import os
+from environs import Env, validate
 
 from deploy.gunicorn_common import *  # noqa: F403 (timeouts, logging, the metrics hooks)
 
+env = Env()  # a bad value stops gunicorn with the variable's name and the form it expects
+
 raw_env = ["DJANGO_SETTINGS_MODULE=cqrs_site.settings.write"]
-bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8201")
+bind = env.str("GUNICORN_BIND", "127.0.0.1:8201")
 worker_class = "gthread"
-workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
-threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+workers = env.int("GUNICORN_WORKERS", 2, validate=validate.Range(min=1))
+threads = env.int("GUNICORN_THREADS", 8, validate=validate.Range(min=1))
 
 
 def post_worker_init(worker):

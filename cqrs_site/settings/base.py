@@ -4,33 +4,39 @@ Every address and secret comes from the environment; the defaults are the local 
 `make up` starts (see deploy/localstack.py), so a fresh checkout works without configuration.
 """
 
-import os
 from pathlib import Path
 
 import dj_database_url
+from environs import Env, validate
+
+# environs parses each variable and refuses a bad one at start, naming it and the form it expects:
+#   Environment variable "KAFKA_TOPIC_PARTITIONS" invalid: Not a valid integer.
+# An empty value counts as a value (KAFKA_TOPIC_PARTITIONS= is refused, not read as the default).
+env = Env()
+positive = validate.Range(min=1)  # lower case: not settings
+not_negative = validate.Range(min=0)
+boolean_forms = {"invalid": "Not a valid boolean: use true/false, yes/no, on/off or 1/0."}
+
+
+def flag(name: str, default: bool) -> bool:
+    """A boolean variable: DJANGO_DEBUG=ture is refused, where a hand-written parser would read False."""
+    return env.bool(name, default, error_messages=boolean_forms)
+
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
-RUN_DIR = Path(os.environ.get("CQRS_RUN_DIR", BASE_DIR / ".run"))
-
-
-def env_bool(name: str, default: bool = False) -> bool:
-    return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
-
-
-def env_list(name: str, default: str) -> list[str]:
-    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+RUN_DIR = env.path("CQRS_RUN_DIR", BASE_DIR / ".run")
 
 
 CQRS_ROLE = "write"
 
 DEVELOPMENT_SECRET_KEY = "dev-insecure-change-me"
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", DEVELOPMENT_SECRET_KEY)
-DEBUG = env_bool("DJANGO_DEBUG", False)
-ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", DEVELOPMENT_SECRET_KEY)
+DEBUG = flag("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"], subcast=str.strip)
 
 # DJANGO_ENV=production: refuse to start with settings that are only fit for a laptop, and
 # require HTTPS for the admin's cookies (TLS ends in front of HAProxy or at it).
-DJANGO_ENV = os.environ.get("DJANGO_ENV", "development")
+DJANGO_ENV = env.str("DJANGO_ENV", "development", validate=validate.OneOf(["development", "production"]))
 if DJANGO_ENV == "production":
     unsafe = [
         problem
@@ -48,10 +54,10 @@ if DJANGO_ENV == "production":
         from django.core.exceptions import ImproperlyConfigured
 
         raise ImproperlyConfigured("DJANGO_ENV=production refuses to start: " + "; ".join(unsafe) + ".")
-    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = flag("DJANGO_SECURE_COOKIES", True)
 # Peers whose X-Forwarded-For is believed (HAProxy's addresses; networks allowed), for the
 # client address a limit counts (the admin's failed logins).
-CQRS_TRUSTED_PROXIES = env_list("CQRS_TRUSTED_PROXIES", "127.0.0.1,::1")
+CQRS_TRUSTED_PROXIES = env.list("CQRS_TRUSTED_PROXIES", ["127.0.0.1", "::1"], subcast=str.strip)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
@@ -74,7 +80,7 @@ WSGI_APPLICATION = "cqrs_site.wsgi.application"
 # Django's own tables (auth users, sessions, API tokens). Domain records live only in MongoDB.
 DATABASES = {
     "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL", f"sqlite:///{RUN_DIR / 'db.sqlite3'}"),
+        env.str("DATABASE_URL", f"sqlite:///{RUN_DIR / 'db.sqlite3'}"),
         conn_max_age=60,
     )
 }
@@ -88,19 +94,19 @@ STATIC_URL = "/static/"
 # --- MongoDB: the store of record -------------------------------------------------------------
 # The default is the embedded SecantusDB of `make up`, without retryable writes (deploy/processes.py
 # says why); a real MongoDB keeps pymongo's retryWrites=true.
-MONGODB_URI = os.environ.get("MONGODB_URI", "mongodb://127.0.0.1:27018/cqrs?retryWrites=false")
+MONGODB_URI = env.str("MONGODB_URI", "mongodb://127.0.0.1:27018/cqrs?retryWrites=false")
 # How long an operation waits for a reachable server before the API answers 503.
-MONGODB_TIMEOUT_MS = int(os.environ.get("MONGODB_TIMEOUT_MS", "2000"))
+MONGODB_TIMEOUT_MS = env.int("MONGODB_TIMEOUT_MS", 2000, validate=positive)
 # A server that stops answering mid-request (hung, paused) fails the request after this long.
-MONGODB_SOCKET_TIMEOUT_MS = int(os.environ.get("MONGODB_SOCKET_TIMEOUT_MS", "10000"))
+MONGODB_SOCKET_TIMEOUT_MS = env.int("MONGODB_SOCKET_TIMEOUT_MS", 10000, validate=positive)
 # Connections per process. A gevent worker runs up to 1000 requests at once: without a cap, a
 # burst of cache misses opens a connection per concurrent miss (pymongo's default allows 100 per
 # process), and the server pays for every one of them afterwards. Waiting for a pooled
 # connection is cheaper.
-MONGODB_MAX_POOL_SIZE = int(os.environ.get("MONGODB_MAX_POOL_SIZE", "20"))
+MONGODB_MAX_POOL_SIZE = env.int("MONGODB_MAX_POOL_SIZE", 20, validate=positive)
 
 # --- Redis: the read cache, rebuildable from MongoDB ------------------------------------------
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6380/0")
+REDIS_URL = env.str("REDIS_URL", "redis://127.0.0.1:6380/0")
 CACHES = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
@@ -115,46 +121,46 @@ CACHES = {
     }
 }
 # Domain cache entries (cqrs_site/core/codec.py) live beside Django's own keys under this prefix.
-CQRS_CACHE_PREFIX = os.environ.get("CQRS_CACHE_PREFIX", "cqrs")
+CQRS_CACHE_PREFIX = env.str("CQRS_CACHE_PREFIX", "cqrs")
 # TTL is the last backstop for staleness, not the mechanism; jitter spreads expiries.
-CQRS_CACHE_TTL_SECONDS = int(os.environ.get("CQRS_CACHE_TTL_SECONDS", "3600"))
-CQRS_CACHE_TTL_JITTER = float(os.environ.get("CQRS_CACHE_TTL_JITTER", "0.1"))
+CQRS_CACHE_TTL_SECONDS = env.int("CQRS_CACHE_TTL_SECONDS", 3600, validate=positive)
+CQRS_CACHE_TTL_JITTER = env.float("CQRS_CACHE_TTL_JITTER", 0.1, validate=not_negative)
 # The staleness a write may have before the cache is judged behind (the inspector and
 # check_consistency look again after this long before they call a difference stale).
-VISIBILITY_BOUND_SECONDS = float(os.environ.get("VISIBILITY_BOUND_SECONDS", "1.0"))
+VISIBILITY_BOUND_SECONDS = env.float("VISIBILITY_BOUND_SECONDS", 1.0, validate=not_negative)
 # The cache inspector (manage.py run_inspector): documents checked per second in a regular sweep,
 # and per MongoDB batch. A sweep asked for (the broker lost data) runs at full speed.
-INSPECTOR_DOCS_PER_SECOND = float(os.environ.get("INSPECTOR_DOCS_PER_SECOND", "200"))
-INSPECTOR_BATCH_SIZE = int(os.environ.get("INSPECTOR_BATCH_SIZE", "250"))
+INSPECTOR_DOCS_PER_SECOND = env.float("INSPECTOR_DOCS_PER_SECOND", 200, validate=not_negative)
+INSPECTOR_BATCH_SIZE = env.int("INSPECTOR_BATCH_SIZE", 250, validate=positive)
 # A regular sweep lasts at least this long, however few the documents.
-INSPECTOR_MIN_SWEEP_SECONDS = float(os.environ.get("INSPECTOR_MIN_SWEEP_SECONDS", "5"))
+INSPECTOR_MIN_SWEEP_SECONDS = env.float("INSPECTOR_MIN_SWEEP_SECONDS", 5, validate=not_negative)
 # Feeds (a user's posts, the latest, the most liked) hold at most this many posts each; deeper
 # pages are read from MongoDB. A feed expires FEED_TTL_SECONDS (± jitter) after it was filled.
-FEED_MAX_MEMBERS = int(os.environ.get("FEED_MAX_MEMBERS", "1000"))
-FEED_TTL_SECONDS = int(os.environ.get("FEED_TTL_SECONDS", "3600"))
+FEED_MAX_MEMBERS = env.int("FEED_MAX_MEMBERS", 1000, validate=positive)
+FEED_TTL_SECONDS = env.int("FEED_TTL_SECONDS", 3600, validate=positive)
 # A tombstone must outlive any fill that could still be in flight for the deleted document.
-CQRS_TOMBSTONE_TTL_SECONDS = int(os.environ.get("CQRS_TOMBSTONE_TTL_SECONDS", "86400"))
+CQRS_TOMBSTONE_TTL_SECONDS = env.int("CQRS_TOMBSTONE_TTL_SECONDS", 86400, validate=positive)
 # Fault injection for the race tests: each read-through fill sleeps up to this long between its
 # MongoDB read and its cache write. 0 (the default) in every real deployment.
-CQRS_FAULT_FILL_DELAY_SECONDS = float(os.environ.get("CQRS_FAULT_FILL_DELAY_SECONDS", "0"))
+CQRS_FAULT_FILL_DELAY_SECONDS = env.float("CQRS_FAULT_FILL_DELAY_SECONDS", 0, validate=not_negative)
 
 # --- Kafka: the event log ---------------------------------------------------------------------
-KAFKA_BOOTSTRAP_SERVERS = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
-KAFKA_EVENTS_TOPIC = os.environ.get("KAFKA_EVENTS_TOPIC", "cqrs.events")
-KAFKA_DEAD_LETTER_TOPIC = os.environ.get("KAFKA_DEAD_LETTER_TOPIC", "cqrs.events.dlq")
-KAFKA_TOPIC_PARTITIONS = int(os.environ.get("KAFKA_TOPIC_PARTITIONS", "6"))
-KAFKA_REPLICATION_FACTOR = int(os.environ.get("KAFKA_REPLICATION_FACTOR", "1"))
+KAFKA_BOOTSTRAP_SERVERS = env.str("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
+KAFKA_EVENTS_TOPIC = env.str("KAFKA_EVENTS_TOPIC", "cqrs.events")
+KAFKA_DEAD_LETTER_TOPIC = env.str("KAFKA_DEAD_LETTER_TOPIC", "cqrs.events.dlq")
+KAFKA_TOPIC_PARTITIONS = env.int("KAFKA_TOPIC_PARTITIONS", 6, validate=positive)
+KAFKA_REPLICATION_FACTOR = env.int("KAFKA_REPLICATION_FACTOR", 1, validate=positive)
 # A broker that cannot add partitions (the embedded Tansu) may have a short topic recreated, losing
 # what it holds (writes/topics.py). Off, except in the local stack.
-KAFKA_RECREATE_UNGROWABLE_TOPICS = env_bool("KAFKA_RECREATE_UNGROWABLE_TOPICS", False)
+KAFKA_RECREATE_UNGROWABLE_TOPICS = flag("KAFKA_RECREATE_UNGROWABLE_TOPICS", False)
 # How long a write waits for the broker's acknowledgement before it answers anyway: the event
 # is already committed in the document's outbox, so the relay delivers it later.
-KAFKA_PUBLISH_TIMEOUT_SECONDS = float(os.environ.get("KAFKA_PUBLISH_TIMEOUT_SECONDS", "2.0"))
+KAFKA_PUBLISH_TIMEOUT_SECONDS = env.float("KAFKA_PUBLISH_TIMEOUT_SECONDS", 2.0, validate=not_negative)
 # After one such timeout, writes answer without waiting for the broker for this long.
-KAFKA_SUSPECT_SECONDS = float(os.environ.get("KAFKA_SUSPECT_SECONDS", "5.0"))
+KAFKA_SUSPECT_SECONDS = env.float("KAFKA_SUSPECT_SECONDS", 5.0, validate=not_negative)
 # A producer with messages outstanding this long, unacknowledged while the broker answers, is
 # replaced (writes/producer.py): a broker that lost its state never acknowledges it again.
-KAFKA_PRODUCER_STALL_SECONDS = float(os.environ.get("KAFKA_PRODUCER_STALL_SECONDS", "3.0"))
+KAFKA_PRODUCER_STALL_SECONDS = env.float("KAFKA_PRODUCER_STALL_SECONDS", 3.0, validate=not_negative)
 KAFKA_PRODUCER_CONFIG = {
     "bootstrap.servers": KAFKA_BOOTSTRAP_SERVERS,
     # Topics are the stack's (manage.py create_topics), never created by a client's metadata
@@ -163,7 +169,7 @@ KAFKA_PRODUCER_CONFIG = {
     "enable.idempotence": True,
     "acks": "all",
     "linger.ms": 1,
-    "message.timeout.ms": int(os.environ.get("KAFKA_MESSAGE_TIMEOUT_MS", "30000")),
+    "message.timeout.ms": env.int("KAFKA_MESSAGE_TIMEOUT_MS", 30000, validate=positive),
     # librdkafka backs off up to 10 s between reconnects by default: after an outage, that is
     # up to 10 s more before queued events go out.
     "reconnect.backoff.max.ms": 1000,
@@ -175,7 +181,7 @@ KAFKA_CONSUMER_CONFIG = {
     "auto.offset.reset": "earliest",
     # Tansu holds a JoinGroup for half the session timeout: 45 s (the default) costs a 23 s
     # start. 6 s is Kafka's default group.min.session.timeout.ms.
-    "session.timeout.ms": int(os.environ.get("KAFKA_SESSION_TIMEOUT_MS", "6000")),
+    "session.timeout.ms": env.int("KAFKA_SESSION_TIMEOUT_MS", 6000, validate=positive),
     "heartbeat.interval.ms": 1000,
     "fetch.wait.max.ms": 50,
     "reconnect.backoff.max.ms": 1000,
@@ -185,16 +191,16 @@ KAFKA_CONSUMER_CONFIG = {
 }
 # Up to this many events per batch: as many as have arrived (a batch never waits to fill). Large
 # batches when the consumer lags amortize its per-batch costs (5,000: 27k events/s, 500: 16k).
-CONSUMER_BATCH_SIZE = int(os.environ.get("CONSUMER_BATCH_SIZE", "5000"))
-CONSUMER_POLL_TIMEOUT_SECONDS = float(os.environ.get("CONSUMER_POLL_TIMEOUT_SECONDS", "0.2"))
+CONSUMER_BATCH_SIZE = env.int("CONSUMER_BATCH_SIZE", 5000, validate=positive)
+CONSUMER_POLL_TIMEOUT_SECONDS = env.float("CONSUMER_POLL_TIMEOUT_SECONDS", 0.2, validate=not_negative)
 # How often librdkafka reports the consumer's lag per partition (cqrs_consumer_lag_messages).
 # A log line per applied event (its id, type and the write's request id). About a fifth of the
 # consumer's throughput in the benchmark; off, only batches' failures and dead letters are logged.
-CONSUMER_LOG_EVENTS = env_bool("CONSUMER_LOG_EVENTS", True)
-CONSUMER_STATS_INTERVAL_MS = int(os.environ.get("CONSUMER_STATS_INTERVAL_MS", "2000"))
+CONSUMER_LOG_EVENTS = flag("CONSUMER_LOG_EVENTS", True)
+CONSUMER_STATS_INTERVAL_MS = env.int("CONSUMER_STATS_INTERVAL_MS", 2000, validate=positive)
 # The consumer's and the relay's /metrics port (0: not served). Pools serve /metrics on their own port.
-METRICS_PORT = int(os.environ.get("METRICS_PORT") or 0)
-METRICS_HOST = os.environ.get("METRICS_HOST", "127.0.0.1")  # 0.0.0.0 in a container
+METRICS_PORT = env.int("METRICS_PORT", 0, validate=not_negative)
+METRICS_HOST = env.str("METRICS_HOST", "127.0.0.1")  # 0.0.0.0 in a container
 
 # --- API --------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -209,18 +215,19 @@ REST_FRAMEWORK = {
 }
 # A process remembers a valid API token this long (writes/authentication.py): a revoked token is
 # refused by every process within it.
-API_TOKEN_CACHE_SECONDS = float(os.environ.get("API_TOKEN_CACHE_SECONDS", "5"))
+API_TOKEN_CACHE_SECONDS = env.float("API_TOKEN_CACHE_SECONDS", 5, validate=not_negative)
 # Writes per API token per minute (0: no limit); more answer 429 with Retry-After.
-CQRS_WRITES_PER_MINUTE = int(os.environ.get("CQRS_WRITES_PER_MINUTE", "6000"))
-DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("CQRS_MAX_BODY_BYTES", str(64 * 1024)))
+CQRS_WRITES_PER_MINUTE = env.int("CQRS_WRITES_PER_MINUTE", 6000, validate=not_negative)
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("CQRS_MAX_BODY_BYTES", 64 * 1024, validate=positive)
 
 # One JSON object per line, with the request id (cqrs_site/core/logs.py); LOG_FORMAT=plain for a
 # terminal. CQRS_ACCESS_LOG: a line per request from the pools (HAProxy logs every request anyway).
-LOG_FORMAT = os.environ.get("LOG_FORMAT", "json")
+LOG_FORMAT = env.str("LOG_FORMAT", "json", validate=validate.OneOf(["json", "plain"]))
 # The request metrics of each pool (counter and latency histogram per route); off only to measure
 # what they cost (make bench).
-CQRS_REQUEST_METRICS = env_bool("CQRS_REQUEST_METRICS", True)
-CQRS_ACCESS_LOG = env_bool("CQRS_ACCESS_LOG", True)
+CQRS_REQUEST_METRICS = flag("CQRS_REQUEST_METRICS", True)
+CQRS_ACCESS_LOG = flag("CQRS_ACCESS_LOG", True)
+LOG_LEVEL = env.str("LOG_LEVEL", "INFO", validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]))
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -231,15 +238,20 @@ LOGGING = {
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain" if LOG_FORMAT == "plain" else "json"}
     },
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "root": {
+        "handlers": ["console"],
+        "level": env.str(
+            "LOG_LEVEL", "INFO", validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
+        ),
+    },
     "loggers": {"django": {"level": "WARNING"}},
 }
-CACHE_CONSUMER_GROUP = os.environ.get("CACHE_CONSUMER_GROUP", "cqrs-cache")
+CACHE_CONSUMER_GROUP = env.str("CACHE_CONSUMER_GROUP", "cqrs-cache")
 # The relay leaves an event alone this long after its write, which publishes it itself.
-RELAY_GRACE_SECONDS = float(os.environ.get("RELAY_GRACE_SECONDS", "5"))
-RELAY_INTERVAL_SECONDS = float(os.environ.get("RELAY_INTERVAL_SECONDS", "1"))
+RELAY_GRACE_SECONDS = env.float("RELAY_GRACE_SECONDS", 5, validate=not_negative)
+RELAY_INTERVAL_SECONDS = env.float("RELAY_INTERVAL_SECONDS", 1, validate=not_negative)
 # Every this long, the relay also reads every outbox (a writer may have died before it could note
 # its document for the relay); in between it reads only the noted ones (writes/outbox.py).
-RELAY_SCAN_SECONDS = float(os.environ.get("RELAY_SCAN_SECONDS", "30"))
+RELAY_SCAN_SECONDS = env.float("RELAY_SCAN_SECONDS", 30, validate=not_negative)
 # How often the relay checks that the topics exist with their partitions (writes/topics.py).
-RELAY_TOPIC_CHECK_SECONDS = float(os.environ.get("RELAY_TOPIC_CHECK_SECONDS", "2"))
+RELAY_TOPIC_CHECK_SECONDS = env.float("RELAY_TOPIC_CHECK_SECONDS", 2, validate=not_negative)

@@ -1,9 +1,7 @@
 """Write role: the write API (token auth) and the admin."""
 
-import os
-
 from .base import *  # noqa: F403
-from .base import BASE_DIR, INSTALLED_APPS, RUN_DIR, env_bool
+from .base import BASE_DIR, INSTALLED_APPS, RUN_DIR, env, flag, positive
 
 CQRS_ROLE = "write"
 ROOT_URLCONF = "cqrs_site.urls_write"
@@ -50,12 +48,12 @@ APPEND_SLASH = False
 
 # `make up` runs collectstatic into STATIC_ROOT, which WhiteNoise serves; tests set
 # WHITENOISE_USE_FINDERS to serve from the installed apps instead.
-STATIC_ROOT = os.environ.get("DJANGO_STATIC_ROOT", str(RUN_DIR / "static"))
-WHITENOISE_USE_FINDERS = env_bool("WHITENOISE_USE_FINDERS", False)
+STATIC_ROOT = env.str("DJANGO_STATIC_ROOT", str(RUN_DIR / "static"))
+WHITENOISE_USE_FINDERS = flag("WHITENOISE_USE_FINDERS", False)
 
 # Failed admin logins per client address (Redis-counted); then 429 until the window ends.
-ADMIN_LOGIN_FAILURES_LIMIT = int(os.environ.get("ADMIN_LOGIN_FAILURES_LIMIT", "10"))
-ADMIN_LOGIN_WINDOW_SECONDS = int(os.environ.get("ADMIN_LOGIN_WINDOW_SECONDS", "900"))
+ADMIN_LOGIN_FAILURES_LIMIT = env.int("ADMIN_LOGIN_FAILURES_LIMIT", 10, validate=positive)
+ADMIN_LOGIN_WINDOW_SECONDS = env.int("ADMIN_LOGIN_WINDOW_SECONDS", 900, validate=positive)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "CQRS posts API",

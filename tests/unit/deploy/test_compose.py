@@ -20,7 +20,7 @@ def variables_the_code_reads() -> set[str]:
     sources = [*ROOT.glob("cqrs_site/settings/*.py"), *ROOT.glob("deploy/gunicorn_*.py")]
     names = set()
     for source in sources:
-        names |= set(re.findall(r"""(?:environ\.get|env_bool|env_list)\(\s*["']([A-Z_]+)["']""", source.read_text()))
+        names |= set(re.findall(r"""(?:environ\.get|env\.\w+|flag)\(\s*["']([A-Z_]+)["']""", source.read_text()))
     return names | {"DJANGO_SETTINGS_MODULE"}
 
 
