@@ -86,6 +86,7 @@ class ConsumerRunner:
         self.stopping = threading.Event()
         self.applied = 0
         self.dead_lettered = 0
+        CONSUMER_DEAD_LETTERED.labels(spec.name)  # at 0 from the start: the first dead letter is an increase
         self.consumer = Consumer(
             {
                 **settings.KAFKA_CONSUMER_CONFIG,
@@ -94,6 +95,7 @@ class ConsumerRunner:
                 # Its statistics carry each partition's lag (cqrs_consumer_lag_messages).
                 "statistics.interval.ms": settings.CONSUMER_STATS_INTERVAL_MS,
                 "stats_cb": self._on_stats,
+                **({"group.instance.id": settings.KAFKA_GROUP_INSTANCE_ID} if settings.KAFKA_GROUP_INSTANCE_ID else {}),
             }
         )
 

@@ -2,8 +2,9 @@
 
 Runs, on 127.0.0.1 only and under supervisor (deploy/supervision.py): Redis, SecantusDB
 (MongoDB protocol), Tansu (Kafka protocol), the read and write gunicorn pools, the cache
-consumers, the outbox relay, the cache inspector and HAProxy. supervisor restarts whatever
-dies; `down` stops them all through it, by their PIDs, and supervisord last.
+consumers, the outbox relay, the cache inspector and HAProxy; with MONITORING=1, Prometheus
+with the alert rules of deploy/alerts.yml. supervisor restarts whatever dies; `down` stops
+them all through it, by their PIDs, and supervisord last.
 
 Addresses come from the environment; a server whose URL is already set (MONGODB_URI,
 KAFKA_BOOTSTRAP_SERVERS, REDIS_URL) is used as it is and not started.
@@ -60,6 +61,8 @@ class Stack:
     read_port_base: int
     write_port_base: int
     metrics_port_base: int  # the relay's /metrics; consumer N's is this + N; the inspector's follows
+    monitoring: bool  # MONITORING=1: Prometheus, scraping every process, with the alert rules
+    prometheus_port: int
     servers: dict  # each server's URL variable -> its URL (the ones it runs, and external ones)
     own_servers: dict  # the servers it runs: name -> port
 
@@ -72,6 +75,8 @@ class Stack:
         "read_port_base",
         "write_port_base",
         "metrics_port_base",
+        "monitoring",
+        "prometheus_port",
         "servers",
         "own_servers",
     )
@@ -82,8 +87,8 @@ class Stack:
         that `make status` and `make down` see every instance of `make up READ_INSTANCES=3`."""
         run_dir = Path(os.environ.get("CQRS_RUN_DIR", ROOT / ".run")).resolve()
         saved = run_dir / "stack.json"
-        if saved.exists():
-            return cls(run_dir=run_dir, **json.loads(saved.read_text()))
+        if saved.exists():  # (a stack started before monitoring was a part of it has no such keys)
+            return cls(run_dir=run_dir, **{"monitoring": False, "prometheus_port": 0, **json.loads(saved.read_text())})
         servers, own = {}, {}
         for server in SERVERS:
             if os.environ.get(server.variable):
@@ -107,6 +112,8 @@ class Stack:
             read_port_base=env_int("READ_PORT_BASE", 8101),
             write_port_base=env_int("WRITE_PORT_BASE", 8201),
             metrics_port_base=env_int("METRICS_PORT_BASE", 9100),
+            monitoring=os.environ.get("MONITORING", "") == "1",
+            prometheus_port=env_int("PROMETHEUS_PORT", 9090),
             servers=servers,
             own_servers=own,
         )
@@ -167,7 +174,10 @@ class Stack:
             name = f"consumer-{index + 1}"
             ready = self.run_dir / "pids" / f"{name}.ready"
             argv = [PYTHON, str(ROOT / "manage.py"), "run_consumer", "cache", "--ready-file", str(ready)]
-            metrics = {"METRICS_PORT": str(self.metrics_port_base + index + 1)}
+            metrics = {
+                "METRICS_PORT": str(self.metrics_port_base + index + 1),
+                "KAFKA_GROUP_INSTANCE_ID": name,  # static membership: see the setting
+            }
             processes.append(Process(name, argv, self.run_dir, env={**env, **metrics}, ready_file=ready))
         relay = [PYTHON, str(ROOT / "manage.py"), "run_relay"]
         processes.append(
@@ -199,9 +209,35 @@ class Stack:
             )
         )
 
+    def prometheus(self) -> Process:
+        """Prometheus (Debian's package), its data and config under the run directory."""
+        argv = [
+            shutil.which("prometheus") or "/usr/bin/prometheus",
+            f"--config.file={self.run_dir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={self.run_dir / 'prometheus'}",
+            "--storage.tsdb.retention.time=2d",
+            f"--web.listen-address=127.0.0.1:{self.prometheus_port}",
+        ]
+        return Process("prometheus", argv, self.run_dir, self.prometheus_port, ready_path="/-/ready")
+
+    def prometheus_config(self) -> dict:
+        """Prometheus's config for this stack: every process's /metrics (the targets file `up`
+        writes) and the alert rules. JSON, which Prometheus reads as YAML. PROMETHEUS_INTERVAL
+        (default 5s) sets the scrape and rule evaluation interval."""
+        interval = os.environ.get("PROMETHEUS_INTERVAL", "5s")
+        return {
+            "global": {"scrape_interval": interval, "evaluation_interval": interval},
+            "rule_files": [str(ROOT / "deploy/alerts.yml")],
+            "scrape_configs": [
+                {"job_name": "cqrs", "file_sd_configs": [{"files": [str(self.run_dir / "prometheus-targets.json")]}]}
+            ],
+        }
+
     def layers(self) -> list[list[Process]]:
-        """The programs in start order: servers, then the apps, then HAProxy in front."""
-        return [self.started_servers(), [*self.pools(), *self.workers()], [self.haproxy()]]
+        """The programs in start order: servers, then the apps, then HAProxy in front (and
+        Prometheus beside it, with MONITORING=1)."""
+        front = [self.haproxy(), *([self.prometheus()] if self.monitoring else [])]
+        return [self.started_servers(), [*self.pools(), *self.workers()], front]
 
     def all_processes(self) -> list[Program]:
         supervisor = self.supervisor
@@ -239,8 +275,12 @@ class Stack:
             return
         if port_open(self.port):
             raise SystemExit(f"port {self.port} is in use; set PORT to another")
+        if self.monitoring and not shutil.which("prometheus"):
+            raise SystemExit("MONITORING=1 needs Prometheus: make install MONITORING=1 (Debian's prometheus)")
         self.save_shape()
         self.write_haproxy_config()
+        (self.run_dir / "prometheus-targets.json").write_text(json.dumps(self.metrics_targets(), indent=2))
+        (self.run_dir / "prometheus.yml").write_text(json.dumps(self.prometheus_config(), indent=2))
         layers = [[self.program(p.name) for p in layer] for layer in self.layers()]
         supervisor.write_config([(p, 10 * (n + 1)) for n, layer in enumerate(layers) for p in layer])
         try:
@@ -254,7 +294,6 @@ class Stack:
             (self.run_dir / "api-token").write_text(self.manage("create_api_token", "api-client") + "\n")
             self._start(layers[1])
             self._start(layers[2])
-            (self.run_dir / "prometheus-targets.json").write_text(json.dumps(self.metrics_targets(), indent=2))
         except BaseException:
             self.down(quiet=True)
             raise
@@ -328,7 +367,7 @@ class Stack:
 
     def metrics_targets(self) -> list[dict]:
         """Where each process serves /metrics, as Prometheus file_sd target groups (written to
-        <run dir>/prometheus-targets.json; deploy/prometheus.local.yml reads it)."""
+        <run dir>/prometheus-targets.json, which the Prometheus of MONITORING=1 reads)."""
         pools = [
             {"targets": [f"127.0.0.1:{base + i}" for i in range(count)], "labels": {"job": f"{role}-pool"}}
             for role, count, base in (
@@ -361,6 +400,7 @@ The stack is up, under supervisor (logs, data and state under {self.run_dir}):
                 self.metrics_port_base + self.consumers + 1
             }, HAProxy on {self.stats_port}
                    (Prometheus targets: {self.run_dir / "prometheus-targets.json"})
+{self.monitoring_summary()}
   MongoDB          {self.servers["MONGODB_URI"]}
   Kafka            {self.servers["KAFKA_BOOTSTRAP_SERVERS"]}
   Redis            {self.servers["REDIS_URL"]}
@@ -368,6 +408,11 @@ The stack is up, under supervisor (logs, data and state under {self.run_dir}):
 supervisor restarts any process that dies: `make status` shows restart counts, `make restart NAME`
 restarts one, `make down` stops it all."""
         )
+
+    def monitoring_summary(self) -> str:
+        if not self.monitoring:
+            return "  Prometheus       off (make up MONITORING=1 starts it, with the alert rules)"
+        return f"  Prometheus       http://127.0.0.1:{self.prometheus_port}/alerts  (rules: deploy/alerts.yml)"
 
     def logs(self) -> None:
         os.execvp("tail", ["tail", "-n", "20", "-F", *map(str, sorted((self.run_dir / "logs").glob("*.log")))])

@@ -65,6 +65,7 @@ class Inspector:
         # Every entry was checked at or after this moment: the start of the last whole sweep.
         self.covered_since = time.monotonic()
         INSPECTOR_OLDEST_UNCHECKED.set_function(lambda: time.monotonic() - self.covered_since)
+        INSPECTOR_CONSISTENCY.set(float("nan"))  # not measured yet
 
     def run(self, stop: threading.Event, *, sweeps: int | None = None) -> None:
         """Sweep until `stop` is set (or `sweeps` sweeps are done); each one regular, or at full

@@ -219,6 +219,7 @@ def stack_start(run_dir: Path, *, own_servers: bool, group_suffix: str, **overri
             "CQRS_RUN_DIR": str(run_dir),
             "PORT": str(processes.free_port()),
             "HAPROXY_STATS_PORT": str(processes.free_port()),
+            "PROMETHEUS_PORT": str(processes.free_port()),  # used with MONITORING=1
             "READ_PORT_BASE": str(processes.free_port_block(read_instances)),
             "WRITE_PORT_BASE": str(processes.free_port_block(int(overrides.get("WRITE_INSTANCES", "1")))),
             # Every port a test stack opens is a free one, metrics included (`make up` may run beside it).

@@ -36,6 +36,7 @@ from cqrs_site.core.process import PerProcess
 logger = logging.getLogger(__name__)
 
 MAX_RESET_BACKOFF_SECONDS = 30.0
+RESET_REASONS = ("fatal", "stalled", "reconnected")  # cqrs_producer_resets_total's `reason`
 
 
 class _Publisher:
@@ -58,6 +59,8 @@ class _Publisher:
         self.suspect_until = 0.0
         self.closed = threading.Event()
         self.poller = threading.Thread(target=self._poll_forever, name="kafka-poller", daemon=True)
+        for reason in RESET_REASONS:  # at 0 from the start, so that the first reset is an increase
+            PRODUCER_RESETS.labels(reason)
         self.poller.start()
 
     def _new(self) -> Producer:

@@ -132,8 +132,10 @@ INSPECTOR_JUDGED = Counter(
 INSPECTOR_REPAIRED = Counter("cqrs_inspector_repaired_total", "Stale cache writes the inspector repaired.")
 INSPECTOR_CONSISTENCY = Gauge(
     "cqrs_inspector_consistency_ratio",
-    "The share of judged cache writes found consistent in the last whole sweep (1.0 when all were).",
+    "The share of judged cache writes found consistent in the last whole sweep that judged any "
+    "(1.0 when all were); NaN until then, so that no alert reads an unmeasured 0.",
 )
+INSPECTOR_CONSISTENCY.set(float("nan"))  # every process exports it; only the inspector measures it
 INSPECTOR_OLDEST_UNCHECKED = Gauge(
     "cqrs_inspector_oldest_unchecked_seconds",
     "Seconds since the oldest check of any cache entry: every entry was checked at least this recently.",

@@ -12,5 +12,7 @@ def stack(request, tmp_path_factory):
     module = request.module.__name__.rsplit(".", 1)[-1]
     running = stack_start(tmp_path_factory.mktemp("stack"), own_servers=False, group_suffix=f"-{module}")
     yield running
-    running.heal()
-    stack_stop(running)
+    try:
+        running.heal()
+    finally:  # whatever heal found, nothing of the stack may be left running
+        stack_stop(running)

@@ -26,8 +26,10 @@ def stack(tmp_path_factory):
         tmp_path_factory.mktemp("stack"), own_servers=False, group_suffix="-api-edges", CORS_ALLOWED_ORIGINS=ORIGIN
     )
     yield running
-    running.heal()
-    stack_stop(running)
+    try:
+        running.heal()
+    finally:  # whatever heal found, nothing of the stack may be left running
+        stack_stop(running)
 
 
 def new_post(stack) -> dict:

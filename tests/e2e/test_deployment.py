@@ -22,8 +22,10 @@ def scaled(tmp_path_factory):
         tmp_path_factory.mktemp("scaled"), own_servers=False, group_suffix="-scaled", READ_INSTANCES="3"
     )
     yield running
-    running.heal()
-    stack_stop(running)
+    try:
+        running.heal()
+    finally:  # whatever heal found, nothing of the stack may be left running
+        stack_stop(running)
 
 
 class SteadyReads(Background):

@@ -151,23 +151,23 @@ def test_every_process_serves_metrics_and_the_staleness_histogram_moves_with_wri
     edge = sum(
         value
         for name, value in scrape(targets["haproxy"][0]).items()
-        if name.startswith("haproxy_backend_http_responses_total{") and 'proxy="edge_hits"' in name and 'code="2xx"' in name
+        if name.startswith("haproxy_backend_http_responses_total{")
+        and 'proxy="edge_hits"' in name
+        and 'code="2xx"' in name
     )
     assert pool + edge >= 5, (pool, edge)
     assert "cqrs_relay_pending_events" in scrape(targets["relay"][0])
     # The inspector measures the consistency it sweeps (every entry checked recently).
     inspector = scrape(targets["inspector"][0])
     assert inspector["cqrs_inspector_oldest_unchecked_seconds"] < 60 and "cqrs_inspector_consistency_ratio" in inspector
-    # HAProxy's exporter has every series the Grafana dashboard uses.
+    # HAProxy's exporter has every series the Grafana dashboard and the alert rules use.
     haproxy = {name.split("{")[0] for name in scrape(targets["haproxy"][0])}
-    dashboard = json.loads((Path(__file__).parents[2] / "deploy/grafana/dashboards/cqrs.json").read_text())
-    used = {
-        name
-        for panel in dashboard["panels"]
-        for target in panel["targets"]
-        for name in re.findall(r"\bhaproxy_[a-z_]+", target["expr"])
-    }
-    assert used and used <= haproxy, used - haproxy
+    deploy = Path(__file__).parents[2] / "deploy"
+    dashboard = json.loads((deploy / "grafana/dashboards/cqrs.json").read_text())
+    expressions = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    expressions.append((deploy / "alerts.yml").read_text())
+    used = {name for expr in expressions for name in re.findall(r"\bhaproxy_[a-z_]+", expr)}
+    assert {"haproxy_frontend_http_responses_total", "haproxy_server_status"} <= used <= haproxy, used - haproxy
     # Not through the public entry point.
     public = requests.get(stack.url + "/metrics", timeout=5)
     assert public.status_code == 404 and public.json()["error"]["code"] == "not_found"

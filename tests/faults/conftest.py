@@ -27,8 +27,10 @@ def fault_stack(tmp_path_factory):
         FEED_MAX_MEMBERS="40",
     )
     yield stack
-    stack.heal()
-    stack_stop(stack)
+    try:
+        stack.heal()
+    finally:  # whatever heal found, nothing of the stack may be left running
+        stack_stop(stack)
 
 
 @pytest.fixture

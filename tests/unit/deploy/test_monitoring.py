@@ -4,10 +4,12 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 from prometheus_client import Counter, Gauge, Histogram
 
 from cqrs_site.core import metrics
+from deploy import localstack
 
 ROOT = Path(__file__).resolve().parents[3]
 DASHBOARD = json.loads((ROOT / "deploy/grafana/dashboards/cqrs.json").read_text())
@@ -63,21 +65,48 @@ def test_compose_prometheus_scrapes_every_process_where_it_listens():
         [target] = jobs[job]["dns_sd_configs"]
         assert target["names"] == [service]
         assert services[service]["environment"]["GUNICORN_BIND"].endswith(f":{target['port']}")
-    for job in ("consumer", "relay"):
+    for job in ("consumer", "relay", "inspector"):
         [target] = jobs[job]["dns_sd_configs"]
         assert target["names"] == [job] and services[job]["environment"]["METRICS_PORT"] == str(target["port"])
         assert services[job]["environment"]["METRICS_HOST"] == "0.0.0.0"
     assert jobs["haproxy"]["static_configs"][0]["targets"] == [
         "haproxy:" + services["haproxy"]["environment"]["HAPROXY_STATS_BIND"].rsplit(":", 1)[1]
     ]
-    mounts = {volume.split(":")[0] for volume in services["prometheus"]["volumes"]}
-    assert mounts == {"./prometheus.yml"}
+    mounts = dict(volume.split(":")[:2] for volume in services["prometheus"]["volumes"])
+    assert mounts == {
+        "./prometheus.yml": "/etc/prometheus/prometheus.yml",
+        "./alerts.yml": "/etc/prometheus/alerts.yml",
+    }
+    assert config["rule_files"] == ["alerts.yml"]  # beside the config, where it is mounted
     for volume in services["grafana"]["volumes"]:
         assert (ROOT / "deploy" / volume.split(":")[0]).exists(), volume
 
 
-def test_the_local_prometheus_config_reads_the_targets_make_up_writes():
-    config = yaml.safe_load((ROOT / "deploy/prometheus.local.yml").read_text())
+def test_the_local_prometheus_reads_the_targets_and_rules_of_its_stack(tmp_path, monkeypatch):
+    monkeypatch.setenv("CQRS_RUN_DIR", str(tmp_path))
+    monkeypatch.setenv("PROMETHEUS_INTERVAL", "2s")
+    stack = localstack.Stack.from_env()
+    config = stack.prometheus_config()
+    assert config["rule_files"] == [str(ROOT / "deploy/alerts.yml")]
     [job] = config["scrape_configs"]
-    [files] = job["file_sd_configs"]
-    assert (ROOT / "deploy" / files["files"][0]).resolve() == (ROOT / ".run" / "prometheus-targets.json").resolve()
+    assert job["file_sd_configs"] == [{"files": [str(tmp_path.resolve() / "prometheus-targets.json")]}]
+    assert config["global"] == {"scrape_interval": "2s", "evaluation_interval": "2s"}
+    # The job labels of the targets file are the ones deploy/prometheus.yml names (alerts use them).
+    compose_jobs = {
+        job["job_name"] for job in yaml.safe_load((ROOT / "deploy/prometheus.yml").read_text())["scrape_configs"]
+    }
+    assert {group["labels"]["job"] for group in stack.metrics_targets()} == compose_jobs
+
+
+@pytest.mark.parametrize("service", ["read", "write", "consumer", "relay", "inspector"])
+def test_every_app_service_has_a_healthcheck_that_what_depends_on_it_waits_for(service):
+    services = COMPOSE["services"]
+    assert services[service]["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL")
+    assert services[service]["depends_on"]["init"] == {"condition": "service_completed_successfully"}
+    assert services[service]["depends_on"]["redis"] == {"condition": "service_healthy"}
+    if service in ("read", "write"):
+        assert services["haproxy"]["depends_on"][service] == {"condition": "service_healthy"}
+        assert "/readyz" in " ".join(services[service]["healthcheck"]["test"])
+    if service == "consumer":
+        [ready] = [arg for arg in services[service]["command"] if arg.endswith(".ready")]
+        assert ready in services[service]["healthcheck"]["test"]
