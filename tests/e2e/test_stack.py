@@ -171,3 +171,24 @@ def test_every_process_serves_metrics_and_the_staleness_histogram_moves_with_wri
     # Not through the public entry point.
     public = requests.get(stack.url + "/metrics", timeout=5)
     assert public.status_code == 404 and public.json()["error"]["code"] == "not_found"
+
+
+def test_after_redis_lost_everything_warm_cache_rebuilds_it_from_mongodb(stack):
+    """deploy/README.md, "Backups": Redis holds nothing that cannot be rebuilt. Lose all of it,
+    rebuild it with warm_cache, and the cache is whole again: every document's entry current."""
+    posts = stack.posts_in_cache(5)
+    stack.writer.post(stack.url + f"/api/posts/{posts[0]}/like")
+    stack.wait_converged("post", posts, 10)
+    stack.redis.flushdb()  # a Redis restarted without persistence, or failed over to an empty replica
+
+    lost = stack.consistency()
+    assert lost["missing"] >= 6 and lost["consistent"] == 0, lost  # a user and five posts, at least
+    warmed = stack.manage("warm_cache", "--no-progress").stdout
+    assert re.fullmatch(r"\d+ entries stored, 0 already current\n", warmed), warmed
+    rebuilt = stack.consistency()
+    # Every read model of every document (a post's entry, its likes, its user's) is there and current.
+    assert (rebuilt["missing"], rebuilt["stale"]) == (0, 0) and rebuilt["consistent"] >= 2 * len(posts) + 1, rebuilt
+    assert stack.converged("post", posts)
+    for post in posts:  # hits again, answered at the edge from the rebuilt entries
+        answer = stack.reader.get(f"{stack.url}/api/posts/{post}/likes")
+        assert (answer.status_code, answer.headers["X-Cache"], answer.headers["X-Served-By"]) == (200, "hit", "edge")
