@@ -221,8 +221,12 @@ class Bench:
         """N posts by 100 users, inserted as the write services store them (version 1, no outbox:
         their creation events are not part of the load), a copy of them for the writes' ceiling,
         then the cache warmed."""
+        import django
         import pymongo
 
+        # The document builders live with the write services, which need Django's settings loaded.
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cqrs_site.settings.consumer")
+        django.setup()
         from writes.services import post_document, user_document
 
         log(f"loading {self.args.posts} posts")

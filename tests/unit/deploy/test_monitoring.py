@@ -52,8 +52,14 @@ def test_the_dashboard_shows_what_the_issue_asks_for():
         "cqrs_relay_pending_events",
         "cqrs_relay_publish_errors_total",
         "cqrs_consumer_dead_lettered_total",
+        "cqrs_inspector_consistency_ratio",
+        "cqrs_producer_resets_total",
     ):
         assert wanted in used, wanted
+    # Hits answered at the edge, beside the pool's hits and misses, on one panel.
+    [reads] = [panel for panel in DASHBOARD["panels"] if panel["title"].startswith("Reads answered")]
+    expressions = " ".join(target["expr"] for target in reads["targets"])
+    assert 'proxy="edge_hits"' in expressions and 'result="hit"' in expressions and 'result="miss"' in expressions
     assert len({panel["id"] for panel in DASHBOARD["panels"]}) == len(DASHBOARD["panels"])
 
 
