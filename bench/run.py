@@ -463,9 +463,14 @@ class Bench:
                 return None, answer.status_code
             post_id = answer.json()["id"]
             while time.perf_counter() - answered < 10:
-                feeds = [f"/api/users/{author}/posts?limit=5", "/api/posts?order=latest&limit=50"]
-                if all(post_id in session().get(self.url + path, timeout=5).text for path in feeds):
-                    return (time.perf_counter() - answered) * 1000, answer.status_code
+                # The latest feed's first page, from Redis: at 100 new posts a second a post stays on a
+                # page of 100 for about a second (a keyset cursor above it would read MongoDB instead).
+                feeds = [f"/api/users/{author}/posts?limit=5", "/api/posts?order=latest&limit=100"]
+                try:
+                    if all(post_id in session().get(self.url + path, timeout=5).text for path in feeds):
+                        return (time.perf_counter() - answered) * 1000, answer.status_code
+                except requests.RequestException:
+                    pass  # a slow page is a late one: the deadline decides
                 time.sleep(0.001)
             return 10_000.0, answer.status_code
 
