@@ -95,7 +95,6 @@ class ConsumerRunner:
                 # Its statistics carry each partition's lag (cqrs_consumer_lag_messages).
                 "statistics.interval.ms": settings.CONSUMER_STATS_INTERVAL_MS,
                 "stats_cb": self._on_stats,
-                **({"group.instance.id": settings.KAFKA_GROUP_INSTANCE_ID} if settings.KAFKA_GROUP_INSTANCE_ID else {}),
             }
         )
 

@@ -174,10 +174,7 @@ class Stack:
             name = f"consumer-{index + 1}"
             ready = self.run_dir / "pids" / f"{name}.ready"
             argv = [PYTHON, str(ROOT / "manage.py"), "run_consumer", "cache", "--ready-file", str(ready)]
-            metrics = {
-                "METRICS_PORT": str(self.metrics_port_base + index + 1),
-                "KAFKA_GROUP_INSTANCE_ID": name,  # static membership: see the setting
-            }
+            metrics = {"METRICS_PORT": str(self.metrics_port_base + index + 1)}
             processes.append(Process(name, argv, self.run_dir, env={**env, **metrics}, ready_file=ready))
         relay = [PYTHON, str(ROOT / "manage.py"), "run_relay"]
         processes.append(

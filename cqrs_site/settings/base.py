@@ -247,12 +247,6 @@ LOGGING = {
     "loggers": {"django": {"level": "WARNING"}},
 }
 CACHE_CONSUMER_GROUP = env.str("CACHE_CONSUMER_GROUP", "cqrs-cache")
-# A consumer's static group membership (KIP-345), e.g. `consumer-1`: unique among the group's
-# live members and the same across its restarts. A restarted member takes its partitions back
-# without a rebalance, and a stopped one leaves no LeaveGroup behind: on Tansu, members that left
-# during a rebalance wedged the group for good (deploy/README.md). The cost: a stopped member's
-# partitions wait the session timeout (6 s) before another takes them. Empty: dynamic membership.
-KAFKA_GROUP_INSTANCE_ID = env.str("KAFKA_GROUP_INSTANCE_ID", "")
 # The relay leaves an event alone this long after its write, which publishes it itself.
 RELAY_GRACE_SECONDS = env.float("RELAY_GRACE_SECONDS", 5, validate=not_negative)
 RELAY_INTERVAL_SECONDS = env.float("RELAY_INTERVAL_SECONDS", 1, validate=not_negative)
