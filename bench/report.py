@@ -1,6 +1,7 @@
 """The benchmark's outputs: latest.json, latest.md (the summary tables) and PNG plots."""
 
 import json
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -128,7 +129,7 @@ def plots(results: dict, out: Path) -> None:
     present = _reads(results["scenarios"])
     if not present:
         return
-    labels = [label.replace(" (", "\n(").replace(", ", ",\n") for _, label, _ in present]
+    labels = ["\n".join(textwrap.wrap(label, 16)) for _, label, _ in present]
     figure, axis = plt.subplots(figsize=(11, 5))
     values = [result["rps"] for _, _, result in present]
     colors = ["#777" if "ceiling" in label else "#417690" for _, label, _ in present]
