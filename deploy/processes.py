@@ -191,8 +191,11 @@ def pid_alive(pid: int) -> bool:
 
 
 def is_zombie(pid: int) -> bool:
+    """Whether it has died and waits to be reaped; one that vanished while we looked counts too."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except ProcessLookupError:  # /proc/PID/stat opened, then the process was reaped: it is dead
+        return True
     except (FileNotFoundError, IndexError):
         return False
 

@@ -35,14 +35,20 @@ class StackControl:
         self.mongo = pymongo.MongoClient(servers["MONGODB_URI"], serverSelectionTimeoutMS=3000).get_database()
         self.redis = redis.Redis.from_url(servers["REDIS_URL"], socket_timeout=3)
         self.prefix = env["CQRS_CACHE_PREFIX"]
+        self._saved: localstack.Stack | None = None
+        self._stack()
 
     def process(self, name: str):
         """One program of the stack (deploy/supervision.py Program: pid, start, stop, log)."""
         return self._stack().program(name)
 
     def _stack(self) -> localstack.Stack:
-        with _env(self.env):
-            return localstack.Stack.from_env()
+        """The stack as `up` saved it, read once: reading it swaps os.environ for a moment, which
+        threads of a test (readers, writers) must never see."""
+        if self._saved is None:
+            with _env(self.env):
+                self._saved = localstack.Stack.from_env()
+        return self._saved
 
     def command(self, *args: str) -> subprocess.CompletedProcess:
         """`python -m deploy.localstack ARGS` for this stack (status, …)."""
