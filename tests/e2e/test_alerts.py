@@ -3,6 +3,7 @@ Stopping every consumer makes NoCacheConsumer fire; starting them again resolves
 command typed but the ones that broke and restarted them."""
 
 import time
+from datetime import datetime
 
 import pytest
 import requests
@@ -86,13 +87,21 @@ def test_stopping_every_consumer_fires_the_alert_and_starting_them_resolves_it(m
         return requests.get(survivor, timeout=2).text.count("cqrs_consumer_lag_messages{") == 6
 
     wait_for(holds_all_six, 30, "consumer-2 took every partition")
+    # The rebalance left no lag series for a moment (the alert pending): wait until Prometheus has
+    # seen consumer-2's, so that the alert's pending time below is the stop's, not the rebalance's.
+    wait_for(lambda: alert_state(monitored, "NoCacheConsumer") == "inactive", 15, "Prometheus saw consumer-2")
+    stopping = time.time()
     monitored.process("consumer-2").stop()
-    # Stale at the first failed scrape, pending at the next evaluation, firing `for` later.
-    fired = wait_for(lambda: alert_state(monitored, "NoCacheConsumer") == "firing", FOR + 15, "the alert fired")
-    assert fired >= FOR - 2 * INTERVAL  # not before its `for`
+    # Pending from the first evaluation without a lag series: that is as soon as the stopping
+    # consumer gives its partitions back, before its process has exited. Firing `for` later.
+    wait_for(lambda: alert_state(monitored, "NoCacheConsumer") == "firing", FOR + 15, "the alert fired")
+    seen_firing = time.time()
     [alert] = [
         a for a in prometheus(monitored, "/api/v1/alerts")["alerts"] if a["labels"]["alertname"] == "NoCacheConsumer"
     ]
+    pending_since = datetime.fromisoformat(alert["activeAt"].replace("Z", "+00:00")).timestamp()
+    assert pending_since >= stopping - INTERVAL  # not while consumer-2 still held the partitions
+    assert seen_firing - pending_since >= FOR  # and not before its `for`
     assert alert["labels"]["severity"] == "critical" and "make restart" in alert["annotations"]["description"]
 
     monitored.heal()  # starts the stopped consumers; they join the group and report their lag
