@@ -15,6 +15,7 @@ READS = [
     ("edge_hits_uniform", "edge hits, uniform"),
     ("edge_hits_zipf", "edge hits, Zipf"),
     ("edge_hits_tcp", "edge hits, uniform, Redis over TCP"),
+    ("edge_hits_all_logged", "edge hits, uniform, every hit logged"),
     ("pool_hits_uniform", "pool hits (edge off)"),
     ("pool_hits_no_metrics", "pool hits, request metrics off"),
     ("misses", "cache misses"),

@@ -5,7 +5,8 @@ Reads (through HAProxy):
   ceiling        a bare WSGI function (one Redis GET) under the read pool's gunicorn config,
                  HAProxy's own static answer, and redis-benchmark GET (raw Redis)
   hits           GET /api/posts/{id}, all cached: answered at the edge (HAProxy + Redis), and by
-                 the read pool (a second HAProxy, EDGE_HITS=0); TIME_WAIT sockets counted
+                 the read pool (a second HAProxy, EDGE_HITS=0); TIME_WAIT sockets counted;
+                 edge hits with an access log line for each (EDGE_HIT_LOG_PERCENT=100)
   misses         each id once, the cache emptied before each pass
   feeds          pages of a user's posts, the latest and the most liked: cached, and from MongoDB
   visibility     at 100 writes/s, from a write's answer until the read path shows it: a like
@@ -350,6 +351,38 @@ class Bench:
         self.results["scenarios"]["pool_hits_uniform"] = self.wrk("read_posts.lua", self.pool_port)
         log("pool hits without request metrics (the cost of observability)")
         self.results["scenarios"]["pool_hits_no_metrics"] = self.wrk("read_posts.lua", self.plain_port)
+        log("edge hits (uniform), every hit logged through supervisor (EDGE_HIT_LOG_PERCENT=100)")
+        self.results["scenarios"]["edge_hits_all_logged"] = self._with_every_hit_logged(
+            lambda port: self.wrk("read_posts.lua", port)
+        )
+
+    def _with_every_hit_logged(self, load):
+        """load(port) against the stack's HAProxy config with a line for every edge hit, its stdout
+        relayed by a supervisord of its own as `make up` relays it (the cost measured is that relay)."""
+        from deploy.supervision import Program, Supervisor
+
+        run_dir = self.run_dir / "every-hit-logged"
+        run_dir.mkdir(exist_ok=True)
+        port = processes.free_port()
+        env = {
+            **self.stack.haproxy().env,
+            **{name: self.env[name] for name in localstack.EDGE_SETTINGS if name in self.env},
+            "HAPROXY_BIND": f"127.0.0.1:{port}",
+            "HAPROXY_STATS_BIND": f"127.0.0.1:{processes.free_port()}",
+            "EDGE_HIT_LOG_PERCENT": "100",
+        }
+        argv = [shutil.which("haproxy") or "/usr/sbin/haproxy", "-db", "-f", str(self.run_dir / "haproxy.cfg")]
+        proxy = Program("haproxy", argv, run_dir, port, env=env)
+        supervisor = Supervisor(run_dir)
+        proxy.supervisor = supervisor
+        supervisor.write_config([(proxy, 30)])
+        supervisor.start_daemon({k: v for k, v in os.environ.items() if not k.startswith("SUPERVISOR")})
+        try:
+            proxy.start()
+            proxy.wait_ready()
+            return load(port)
+        finally:
+            supervisor.shutdown()
 
     def scenario_misses(self) -> None:
         passes = []

@@ -26,6 +26,7 @@ from .supervision import Program, Supervisor
 EDGE_SETTINGS = (
     "EDGE_HITS",
     "EDGE_REDIS_TIMEOUT_MS",
+    "EDGE_HIT_LOG_PERCENT",
     "CQRS_CACHE_PREFIX",
     "DJANGO_ALLOWED_HOSTS",
     "CORS_ALLOWED_ORIGINS",

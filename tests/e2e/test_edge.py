@@ -7,6 +7,8 @@ import time
 import pytest
 import requests
 
+from deploy import processes
+
 pytestmark = pytest.mark.e2e
 
 # What the application sets on a hit; HAProxy adds the rest to every answer (checked below).
@@ -123,3 +125,55 @@ def test_no_origin_may_call_the_api_from_a_browser_by_default(stack):
     assert preflight.status_code == 403 and "Access-Control-Allow-Origin" not in preflight.headers
     hit = edge(stack, f"/api/posts/{cached_post(stack)['post_id']}", Origin="http://localhost:3000")
     assert hit.headers["X-Served-By"] == "edge" and "Access-Control-Allow-Origin" not in hit.headers
+
+
+def logged(log_file, request_ids: list[str]) -> set[str]:
+    text = log_file.read_text(errors="replace") if log_file.exists() else ""
+    return {rid for rid in request_ids if f"rid={rid}" in text}
+
+
+def test_edge_hits_are_logged_in_a_sample_and_everything_else_always(stack):
+    """EDGE_HIT_LOG_PERCENT is 1 by default: a line per hit would cost a third of the edge's
+    throughput (bench: "every hit logged"). Hits are still all counted, by the exporter above."""
+    post = cached_post(stack)
+    hits = [f"hit-{n}" for n in range(300)]
+    for rid in hits:
+        assert edge(stack, f"/api/posts/{post['post_id']}", **{"X-Request-ID": rid}).headers["X-Served-By"] == "edge"
+    fell_through = edge(stack, f"/api/posts/{post['post_id']}", **{"X-Request-ID": "min-1", "X-Min-Version": "99999"})
+    assert fell_through.headers["X-Served-By"] == "read-pool"
+    log_file = stack.process("haproxy").log_file
+    deadline = time.monotonic() + 5
+    while not logged(log_file, ["min-1"]):  # the last request's line: the ones before are written too
+        assert time.monotonic() < deadline, "the read pool's answer was not logged"
+        time.sleep(0.05)
+    # 1% of 300: 3 expected; 30 or more has a probability under 1e-15.
+    assert len(logged(log_file, hits)) < 30
+
+
+def test_every_edge_hit_is_logged_when_asked(stack, tmp_path):
+    """The same HAProxy config and environment, with EDGE_HIT_LOG_PERCENT=100."""
+    haproxy = stack.process("haproxy")
+    port = processes.free_port()
+    env = {
+        **haproxy.env,
+        "HAPROXY_BIND": f"127.0.0.1:{port}",
+        "HAPROXY_STATS_BIND": f"127.0.0.1:{processes.free_port()}",
+        "EDGE_HIT_LOG_PERCENT": "100",
+    }
+    every = processes.Process("haproxy-every-hit", haproxy.argv, tmp_path, port, env=env)
+    every.start()
+    try:
+        every.wait_ready(15)
+        post = cached_post(stack)
+        hits = [f"every-{n}" for n in range(50)]
+        for rid in hits:
+            answer = requests.get(
+                f"http://127.0.0.1:{port}/api/posts/{post['post_id']}", headers={"X-Request-ID": rid}, timeout=5
+            )
+            assert answer.headers["X-Served-By"] == "edge"
+        deadline = time.monotonic() + 5
+        while len(logged(every.log_file, hits)) < len(hits):
+            assert time.monotonic() < deadline, f"{len(hits) - len(logged(every.log_file, hits))} hits not logged"
+            time.sleep(0.05)
+    finally:
+        every.stop()
