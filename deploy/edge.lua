@@ -144,6 +144,7 @@ core.register_action("edge_hit", { "http-req" }, function(txn)
   if body == "" or #body > MAX_BODY or not is_version(version) then return end
   if minimum and tonumber(version) < tonumber(minimum) then return end
   txn:set_var("txn.edge_etag", '"' .. version .. '"')
+  if LOG_PERCENT >= 100 or math.random() * 100 < LOG_PERCENT then txn:set_var("txn.edge_logged", true) end
   if none_match(header("if-none-match"), version) then
     txn:set_var("txn.edge_not_modified", true)
   else

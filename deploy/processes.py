@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -48,6 +49,13 @@ def _bindable(port: int) -> bool:
     return True
 
 
+# Every port this process has handed out. A port is free when it is picked but bound only later,
+# when its server starts: without this, a stack's picks (its HAProxy's port, then the metrics
+# ports as a block) could overlap each other, and the second server to bind one failed to start.
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+
+
 def free_port() -> int:
     """A free port below the kernel's ephemeral range. A port from that range (what binding to
     port 0 gives) can be taken, before our server binds it, as the source port of any outgoing
@@ -62,10 +70,13 @@ def free_port_block(count: int) -> int:
     high = min(_ephemeral_range()[0], 65535) - count
     if high <= low:
         low, high = 1024, high
-    for _ in range(500):
-        base = random.randrange(low, high)
-        if all(_bindable(base + i) and not port_open(base + i) for i in range(count)):
-            return base
+    with _handed_out_lock:
+        for _ in range(500):
+            base = random.randrange(low, high)
+            block = range(base, base + count)
+            if _handed_out.isdisjoint(block) and all(_bindable(p) and not port_open(p) for p in block):
+                _handed_out.update(block)
+                return base
     raise RuntimeError(f"no {count} consecutive free ports found")
 
 

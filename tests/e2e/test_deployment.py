@@ -62,7 +62,10 @@ def test_reads_go_to_the_read_pool_writes_and_the_admin_to_the_write_pool(scaled
     status = scaled.command("status")
     assert status.returncode == 0 and status.stdout.count(" ready") == 4, status.stdout
     post = a_post(scaled)
-    assert scaled.reader.get(f"{scaled.url}/api/posts/{post}").headers["X-Served-By"] == "read-pool"
+    # A GET of a post is the edge's once the consumer has cached it (it may be, this soon); what the
+    # edge never answers (a HEAD, a feed) goes to the read pool.
+    assert scaled.reader.get(f"{scaled.url}/api/posts/{post}").headers["X-Served-By"] in ("read-pool", "edge")
+    assert scaled.reader.get(f"{scaled.url}/api/posts?order=latest").headers["X-Served-By"] == "read-pool"
     assert scaled.reader.head(f"{scaled.url}/api/posts/{post}").headers["X-Served-By"] == "read-pool"
     assert scaled.writer.post(f"{scaled.url}/api/posts/{post}/like").headers["X-Served-By"] == "write-pool"
     admin = scaled.reader.get(f"{scaled.url}/admin/", allow_redirects=False)
