@@ -37,7 +37,7 @@ local PREFIX = os.getenv("CQRS_CACHE_PREFIX") or "cqrs"
 local TIMEOUT = (tonumber(os.getenv("EDGE_REDIS_TIMEOUT_MS") or "20") or 20) / 1000
 -- The share of edge hits that get an access log line, in percent (0-100; misses, writes and
 -- errors always get theirs). Hits are counted exactly either way, by HAProxy's exporter. A line
--- per hit costs a third of the edge's throughput in `make up`, where supervisor relays HAProxy's
+-- per hit costs 16-30% of the edge's throughput in `make up`, where supervisor relays HAProxy's
 -- stdout (measured in `make bench`: "edge hits, every hit logged").
 local LOG_PERCENT = tonumber(os.getenv("EDGE_HIT_LOG_PERCENT") or "1") or 1
 -- What fits HAProxy's buffer (tune.bufsize 16384) beside the headers; a larger body falls through.
