@@ -28,20 +28,33 @@ local function redis_address(url)
   return host or "127.0.0.1", tonumber(port) or 6379, tonumber(db) or 0, password
 end
 
+-- A number from the environment, the default when unset or empty. Anything else stops HAProxy
+-- at start with the variable's name (as the app's settings refuse a bad value), rather than
+-- running on a default nobody chose.
+local function number_setting(name, default, low, high)
+  local raw = os.getenv(name)
+  if raw == nil or raw == "" then return default end
+  local value = tonumber(raw)
+  if value == nil or value < low or value > high then
+    error(string.format("%s=%q: expected a number from %s to %s", name, raw, low, high), 0)
+  end
+  return value
+end
+
 local HOST, PORT, DB, PASSWORD = redis_address(os.getenv("REDIS_URL") or "redis://127.0.0.1:6380/0")
 -- Redis's unix socket, when it runs on this host (deploy/processes.py sets it for the embedded
 -- one): no TCP handshake per hit and no TIME_WAIT, about 1.5x the hits per second (measured).
 local SOCKET = os.getenv("EDGE_REDIS_SOCKET")
 if SOCKET == "" then SOCKET = nil end
 local PREFIX = os.getenv("CQRS_CACHE_PREFIX") or "cqrs"
-local TIMEOUT = (tonumber(os.getenv("EDGE_REDIS_TIMEOUT_MS") or "20") or 20) / 1000
+local TIMEOUT = number_setting("EDGE_REDIS_TIMEOUT_MS", 20, 1, 10000) / 1000
 -- The share of edge hits that get an access log line, in percent (0-100; misses, writes and
 -- errors always get theirs). Hits are counted exactly either way, by HAProxy's exporter. A line
 -- per hit costs 16-30% of the edge's throughput in `make up`, where supervisor relays HAProxy's
 -- stdout (measured in `make bench`: "edge hits, every hit logged").
-local LOG_PERCENT = tonumber(os.getenv("EDGE_HIT_LOG_PERCENT") or "1") or 1
+local LOG_PERCENT = number_setting("EDGE_HIT_LOG_PERCENT", 1, 0, 100)
 -- What fits HAProxy's buffer (tune.bufsize 16384) beside the headers; a larger body falls through.
-local MAX_BODY = tonumber(os.getenv("EDGE_MAX_BODY_BYTES") or "15000") or 15000
+local MAX_BODY = number_setting("EDGE_MAX_BODY_BYTES", 15000, 0, 16384)
 
 local ALLOWED_HOSTS = {}
 for host in (os.getenv("DJANGO_ALLOWED_HOSTS") or "127.0.0.1,localhost,[::1]"):gmatch("[^,%s]+") do
