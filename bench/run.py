@@ -366,7 +366,6 @@ class Bench:
         port = processes.free_port()
         env = {
             **self.stack.haproxy().env,
-            **{name: self.env[name] for name in localstack.EDGE_SETTINGS if name in self.env},
             "HAPROXY_BIND": f"127.0.0.1:{port}",
             "HAPROXY_STATS_BIND": f"127.0.0.1:{processes.free_port()}",
             "EDGE_HIT_LOG_PERCENT": "100",

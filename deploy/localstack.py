@@ -66,6 +66,7 @@ class Stack:
     prometheus_port: int
     servers: dict  # each server's URL variable -> its URL (the ones it runs, and external ones)
     own_servers: dict  # the servers it runs: name -> port
+    edge_settings: dict  # what HAProxy's edge reads (EDGE_SETTINGS), as `up` found them set
 
     SHAPE = (
         "port",
@@ -80,6 +81,7 @@ class Stack:
         "prometheus_port",
         "servers",
         "own_servers",
+        "edge_settings",
     )
 
     @classmethod
@@ -88,8 +90,9 @@ class Stack:
         that `make status` and `make down` see every instance of `make up READ_INSTANCES=3`."""
         run_dir = Path(os.environ.get("CQRS_RUN_DIR", ROOT / ".run")).resolve()
         saved = run_dir / "stack.json"
-        if saved.exists():  # (a stack started before monitoring was a part of it has no such keys)
-            return cls(run_dir=run_dir, **{"monitoring": False, "prometheus_port": 0, **json.loads(saved.read_text())})
+        if saved.exists():  # (a stack saved by an older version lacks the later keys)
+            defaults = {"monitoring": False, "prometheus_port": 0, "edge_settings": {}}
+            return cls(run_dir=run_dir, **{**defaults, **json.loads(saved.read_text())})
         servers, own = {}, {}
         for server in SERVERS:
             if os.environ.get(server.variable):
@@ -117,6 +120,7 @@ class Stack:
             prometheus_port=env_int("PROMETHEUS_PORT", 9090),
             servers=servers,
             own_servers=own,
+            edge_settings={name: os.environ[name] for name in EDGE_SETTINGS if name in os.environ},
         )
 
     @property
@@ -195,7 +199,7 @@ class Stack:
             # The edge (deploy/edge.lua) reads the cache as the app does.
             "REDIS_URL": self.servers["REDIS_URL"],
             **{name: self.servers[name] for name in ("EDGE_REDIS_SOCKET",) if name in self.servers},
-            **{name: os.environ[name] for name in EDGE_SETTINGS if name in os.environ},
+            **self.edge_settings,
         }
         return Process("haproxy", argv, self.run_dir, self.port, env=env)
 

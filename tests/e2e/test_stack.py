@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from bson import ObjectId
 
 pytestmark = pytest.mark.e2e
 
@@ -192,3 +193,20 @@ def test_after_redis_lost_everything_warm_cache_rebuilds_it_from_mongodb(stack):
     for post in posts:  # hits again, answered at the edge from the rebuilt entries
         answer = stack.reader.get(f"{stack.url}/api/posts/{post}/likes")
         assert (answer.status_code, answer.headers["X-Cache"], answer.headers["X-Served-By"]) == (200, "hit", "edge")
+
+    # Without anyone running warm_cache, reads refill what they ask for: lost again, a read is a miss
+    # answered by the read pool from MongoDB, at the version MongoDB holds, and the next is a hit.
+    stack.redis.flushdb()
+    version = stack.mongo.posts.find_one({"_id": ObjectId(posts[0])})["version"]
+    path = f"{stack.url}/api/posts/{posts[0]}/likes"
+    missed, refilled = stack.reader.get(path), stack.reader.get(path)
+    assert (missed.headers["X-Cache"], missed.headers["X-Served-By"], missed.json()["version"]) == (
+        "miss",
+        "read-pool",
+        version,
+    )
+    assert (refilled.headers["X-Cache"], refilled.headers["X-Served-By"], refilled.json()["version"]) == (
+        "hit",
+        "edge",
+        version,
+    )
