@@ -1,14 +1,27 @@
-"""Event handlers. Each has two steps: `decode` (pure; a failure is a poison message) and
-`apply` (talks to a server; a failure is retried and the offsets wait)."""
+"""Event handlers. Each has four steps: `decode` (pure; a failure is a poison message),
+`prepare` (pure: a batch of events into what to write), `write` (talks to a server; a failure
+is retried and the offsets wait) and `written` (the batch's metrics, once it is applied). The
+runner prepares the next batch while the one before is being written, on a thread that does
+nothing else (so it holds Python's GIL as little as it can); `apply` is all of it at once."""
 
 import time
+from dataclasses import dataclass
 from datetime import datetime
 
 from cqrs_site.core.metrics import WRITE_TO_APPLY_SECONDS
-from reads.cache import cache_apply
+from reads.cache import cache_apply_packed, cache_pack, count_writes
 from reads.models import ops_for
 from writes.aggregates import REPLAY_TYPES, event_decode
 from writes.events import Event
+
+
+@dataclass(frozen=True, slots=True)
+class CacheWrites:
+    """A batch's cache writes, packed for the script, and when each of its events (replays
+    aside) was committed."""
+
+    packed: bytes | None
+    committed_at: list[float]
 
 
 class CacheProjection:
@@ -17,9 +30,9 @@ class CacheProjection:
     def decode(self, payload: bytes | None) -> Event:
         return event_decode(payload)
 
-    def apply(self, events: list[Event]) -> None:
-        """One script call for the batch. Events carry whole states, so per document only the
-        newest matters; what it writes is what any of the batch's events of it could change."""
+    def prepare(self, events: list[Event]) -> CacheWrites:
+        """Events carry whole states, so per document only the newest matters; what it writes
+        is what any of the batch's events of it could change."""
         newest: dict[tuple[str, str], Event] = {}
         kinds: dict[tuple[str, str], set[str]] = {}
         for event in events:
@@ -33,11 +46,22 @@ class CacheProjection:
             for document, event in newest.items()
             for op in ops_for(event.aggregate, event.state, frozenset(kinds[document]))
         ]
-        if ops:
-            cache_apply(ops, writer="consumer")
-        applied_at = time.time()
-        for event in events:
-            # A replay's occurred_at is when the operator ran it, not a write's commit.
-            if event.type not in REPLAY_TYPES:
-                committed_at = datetime.fromisoformat(event.occurred_at).timestamp()
-                WRITE_TO_APPLY_SECONDS.observe(max(applied_at - committed_at, 0.0))
+        # A replay's occurred_at is when the operator ran it, not a write's commit.
+        committed_at = [
+            datetime.fromisoformat(event.occurred_at).timestamp() for event in events if event.type not in REPLAY_TYPES
+        ]
+        return CacheWrites(cache_pack(ops), committed_at)
+
+    def write(self, writes: CacheWrites) -> tuple[list[int], float]:
+        """One script call for the batch: its results, and when it was applied."""
+        return cache_apply_packed(writes.packed), time.time()
+
+    def written(self, writes: CacheWrites, outcome: tuple[list[int], float]) -> None:
+        results, applied_at = outcome
+        count_writes("consumer", results)
+        for committed_at in writes.committed_at:
+            WRITE_TO_APPLY_SECONDS.observe(max(applied_at - committed_at, 0.0))
+
+    def apply(self, events: list[Event]) -> None:
+        writes = self.prepare(events)
+        self.written(writes, self.write(writes))

@@ -1,12 +1,17 @@
 """One generic consumer loop, at-least-once.
 
-- Batches: `consume(n)`, then the handler applies the whole batch at once.
+- Batches: `consume(n)`, then the handler applies the whole batch at once, in two steps: it
+  prepares the writes (decoding, compacting: Python) on the consuming thread, and writes them
+  (one script call: Redis's time) on a thread of its own, while the consuming thread fetches
+  and prepares the next batch. One batch is written at a time, in order; the next is handed
+  over only once the one before is applied and committed.
 - Offsets are stored and committed only after the batch is applied; a crash replays it, which
   is harmless because handlers are idempotent (version-fenced).
 - A message the handler cannot decode is poison: it goes to the dead-letter topic with the
   error in its headers, and its partition moves on.
 - A failure to apply (a server down) is retried with backoff; nothing is committed meanwhile.
-- Partitions being revoked get their applied offsets committed first.
+- Partitions being revoked get their applied offsets committed first (a batch being written is
+  waited for).
 - `stop()` (SIGTERM, SIGINT) lets the current batch finish, commits, and leaves the group.
 - `ready_file`, when given, exists from the first partition assignment (the group has taken this
   member in) until the consumer stops, holding its PID: what a launcher or a readiness probe
@@ -28,6 +33,8 @@ import socket
 import threading
 import time
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -67,6 +74,14 @@ def partition_lag(stats: dict) -> int | None:
     return high - low if high >= 0 and low >= 0 else None
 
 
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    offsets: dict  # (topic, partition) -> the offset after the batch's last message there
+    decoded: list  # the messages applied (the rest were dead-lettered)
+    events: list  # what the handler decoded of them
+    writes: object  # what the handler prepared of those
+
+
 class ConsumerRunner:
     def __init__(
         self,
@@ -86,6 +101,8 @@ class ConsumerRunner:
         self.stopping = threading.Event()
         self.applied = 0
         self.dead_lettered = 0
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{spec.name}-writer")
+        self._writing: tuple[Future, _Batch] | None = None
         CONSUMER_DEAD_LETTERED.labels(spec.name)  # at 0 from the start: the first dead letter is an increase
         self.consumer = Consumer(
             {
@@ -114,6 +131,8 @@ class ConsumerRunner:
                 if messages and not self._process(messages):
                     break
         finally:
+            self._settle()  # the batch being written finishes (or gives up, stopped) and is committed
+            self._writer.shutdown()
             if self.ready_file is not None:
                 self.ready_file.unlink(missing_ok=True)
             self.consumer.close()  # commits nothing new (auto-commit is off) and leaves the group
@@ -127,17 +146,21 @@ class ConsumerRunner:
 
         consume(n, timeout) waits for n messages or the whole timeout: at a low event rate every
         event would wait out the timeout before it reached the cache. So: take what is there;
-        if nothing, wait for one message, then take what came with it."""
+        if nothing, finish the batch being written (commit it), wait for one message, then take
+        what came with it."""
         messages = self.consumer.consume(self.batch_size, 0)
         if messages:
             return messages
+        if not self._settle():
+            return []
         first = self.consumer.poll(settings.CONSUMER_POLL_TIMEOUT_SECONDS)
         if first is None:
             return []
         return [first, *self.consumer.consume(self.batch_size - 1, 0)]
 
     def _process(self, messages) -> bool:
-        """Apply one batch and commit it; False when stopped before the batch could be applied."""
+        """Prepare one batch and hand it to the writer once the batch before is applied and
+        committed; False when stopped before a batch could be applied."""
         items, done, decoded = [], [], []
         for message in messages:
             error = message.error()
@@ -152,37 +175,50 @@ class ConsumerRunner:
             except POISON as exc:
                 if not self._dead_letter(message, exc):
                     return False
-        if not self._apply(items):
+        batch = _Batch(self._next_offsets(done), decoded, items, self.spec.handler.prepare(items))
+        if not self._settle():
             return False
-        self.applied += len(items)
-        self._record(done)
-        self._commit(done)
-        self._applied(decoded)
+        self._writing = (self._writer.submit(self._write, batch), batch)
         return True
 
-    def _applied(self, messages) -> None:
+    def _settle(self) -> bool:
+        """Wait for the batch being written, then commit it, count it and log it; False when it
+        could not be applied (the consumer was stopped while retrying it)."""
+        if self._writing is None:
+            return True
+        future, batch = self._writing
+        self._writing = None
+        outcome = future.result()
+        if outcome is None:
+            return False
+        self.spec.handler.written(batch.writes, outcome)
+        self.applied += len(batch.decoded)
+        self._record(batch.offsets)
+        self._commit(batch.offsets)
+        self._applied(batch.decoded, batch.events)
+        return True
+
+    def _applied(self, messages, events) -> None:
         """Count and log (a line per event: its id, type, the request id of the write that made
-        it) the messages just applied and committed."""
-        by_type: Counter = Counter()
+        it) the events just applied and committed, and the messages that carried them."""
+        for kind, count in Counter(event.type for event in events).items():
+            CONSUMER_EVENTS_APPLIED.labels(self.spec.name, kind).inc(count)
+        if not settings.CONSUMER_LOG_EVENTS:
+            return
         rows = []
-        for message in messages:
-            headers = dict(message.headers() or ())
-            kind = headers.get("type", b"unknown").decode(errors="replace")
-            by_type[kind] += 1
+        for message, event in zip(messages, events, strict=True):
+            request_id = dict(message.headers() or ()).get("request_id")
             rows.append(
                 {
-                    "event_id": headers.get("event_id", b"").decode(errors="replace"),
-                    "event_type": kind,
-                    "request_id": headers.get("request_id", b"").decode(errors="replace") or None,
+                    "event_id": event.event_id,
+                    "event_type": event.type,
+                    "request_id": request_id.decode(errors="replace") if request_id else None,
                     "key": (message.key() or b"").decode(errors="replace"),
                     "partition": message.partition(),
                     "offset": message.offset(),
                 }
             )
-        if settings.CONSUMER_LOG_EVENTS:
-            log_many(logger, "event applied", rows)
-        for kind, count in by_type.items():
-            CONSUMER_EVENTS_APPLIED.labels(self.spec.name, kind).inc(count)
+        log_many(logger, "event applied", rows)
 
     def _on_stats(self, raw: str) -> None:
         """librdkafka's statistics (every CONSUMER_STATS_INTERVAL_MS, on the consuming thread):
@@ -203,17 +239,18 @@ class ConsumerRunner:
             CONSUMER_LAG.remove(self.spec.name, topic, partition)
         self._lag_series = held
 
-    def _apply(self, items) -> bool:
+    def _write(self, batch: _Batch):
+        """On the writer's thread: write a prepared batch, retrying with backoff until it is
+        applied (the handler's outcome) or the consumer stops (None)."""
         backoff = 0.1
         while True:
             try:
-                self.spec.handler.apply(items)
-                return True
+                return self.spec.handler.write(batch.writes)
             except Exception as exc:  # a server is down: keep the offsets, retry the batch
                 CONSUMER_APPLY_FAILURES.labels(self.spec.name).inc()
-                logger.error("applying %d events failed, retrying in %.1fs: %s", len(items), backoff, exc)
+                logger.error("applying %d events failed, retrying in %.1fs: %s", len(batch.decoded), backoff, exc)
                 if self.stopping.wait(backoff):
-                    return False
+                    return None
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
     @staticmethod
@@ -225,10 +262,10 @@ class ConsumerRunner:
             highest[key] = max(highest.get(key, -1), message.offset() + 1)
         return highest
 
-    def _record(self, messages) -> None:
+    def _record(self, offsets: dict[tuple[str, int], int]) -> None:
         """Note in Redis how far each partition was applied (held against the broker on assignment)."""
         by_topic: dict[str, dict[int, int]] = {}
-        for (topic, partition), offset in self._next_offsets(messages).items():
+        for (topic, partition), offset in offsets.items():
             by_topic.setdefault(topic, {})[partition] = offset
         try:
             for topic, offsets in by_topic.items():
@@ -236,11 +273,10 @@ class ConsumerRunner:
         except Exception as exc:  # a note, not the offsets themselves: losing one is harmless
             logger.warning("could not note the applied offsets: %s", exc)
 
-    def _commit(self, messages) -> None:
-        highest = self._next_offsets(messages)
-        if not highest:
+    def _commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        if not offsets:
             return
-        self.consumer.store_offsets(offsets=[TopicPartition(t, p, o) for (t, p), o in highest.items()])
+        self.consumer.store_offsets(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()])
         self._commit_stored()
 
     def _commit_stored(self) -> None:
@@ -298,6 +334,7 @@ class ConsumerRunner:
 
     def _on_revoke(self, consumer, partitions) -> None:
         logger.info("revoked %s", [p.partition for p in partitions])
+        self._settle()
         self._commit_stored()
 
     def _dead_letter(self, message, exc: Exception) -> bool:

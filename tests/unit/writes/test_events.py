@@ -52,6 +52,8 @@ def valid_event() -> dict:
         json.dumps({**valid_event(), "aggregate_id": "someone-else"}).encode(),
         json.dumps({**valid_event(), "version": 8}).encode(),
         json.dumps({k: v for k, v in valid_event().items() if k != "state"}).encode(),
+        json.dumps({**valid_event(), "occurred_at": "yesterday"}).encode(),
+        json.dumps({**valid_event(), "state": None}).encode(),
     ],
 )
 def test_malformed_events_are_refused(payload):

@@ -1,0 +1,107 @@
+"""The consumer's two threads (consumers/runner.py): the next batch is prepared while one is being
+written, and written only once the one before is applied and committed. In process, against the
+real broker and Redis, with the cache handler recording what it is asked to do."""
+
+import threading
+import uuid
+from dataclasses import replace
+
+from confluent_kafka import Producer
+from django.conf import settings
+
+from consumers.handlers import CacheProjection
+from consumers.registry import consumer_specs
+from consumers.runner import ConsumerRunner
+from cqrs_site.core.codec import user_key
+from reads.cache import cache_get
+from tests.conftest import eventually, group_starting_at_the_end
+from writes.events import USER, USER_CREATED, Event
+
+
+def user_event() -> tuple[str, bytes]:
+    user_id = uuid.uuid4().hex[:24]
+    state = {"id": user_id, "username": "piped", "created_at": "2026-01-01T00:00:00.000Z", "version": 1}
+    return user_id, Event(uuid.uuid4().hex, USER_CREATED, USER, user_id, 1, state["created_at"], state).encode()
+
+
+def produce(*values: bytes) -> None:
+    producer = Producer(settings.KAFKA_PRODUCER_CONFIG)
+    for value in values:
+        producer.produce(settings.KAFKA_EVENTS_TOPIC, key=b"one-partition", value=value)
+    assert producer.flush(10) == 0
+
+
+class Recording(CacheProjection):
+    """The cache handler, noting each step in `calls`; the first write waits for `release`."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+        self.release = threading.Event()
+
+    def prepare(self, events):
+        self.calls.append(("prepare", [event.aggregate_id for event in events]))
+        return super().prepare(events)
+
+    def write(self, writes):
+        first = not any(call == "write" for call, _ in self.calls)
+        self.calls.append(("write", None))
+        if first:
+            assert self.release.wait(20)
+        return super().write(writes)
+
+
+def test_the_next_batch_is_prepared_during_a_write_and_written_only_after_that_one_is_committed():
+    handler = Recording()
+    group = f"pipeline-{uuid.uuid4().hex[:8]}"
+    group_starting_at_the_end(group)
+    (first_id, first), (second_id, second) = user_event(), user_event()
+    produce(first, second)  # both there at the first fetch: a batch of one each
+    runner = ConsumerRunner(replace(consumer_specs()["cache"], group=group, handler=handler), batch_size=1)
+    committed = []
+    commit = runner._commit
+    runner._commit = lambda offsets: (committed.append(dict(offsets)), commit(offsets))
+    thread = threading.Thread(target=runner.run)
+    thread.start()
+    try:
+        eventually(lambda: ("write", None) in handler.calls, timeout=20)  # the first write is held
+        # The second batch is prepared meanwhile, on the consuming thread...
+        eventually(lambda: ("prepare", [second_id]) in handler.calls, timeout=10)
+        # ...but neither written, nor anything committed, while the first is not applied.
+        assert handler.calls == [("prepare", [first_id]), ("write", None), ("prepare", [second_id])]
+        assert committed == [] and cache_get(user_key(first_id)) is None
+
+        handler.release.set()
+        eventually(lambda: cache_get(user_key(second_id)) is not None)
+        assert cache_get(user_key(first_id)).version == 1
+        eventually(lambda: len(committed) == 2)
+        assert [call for call, _ in handler.calls] == ["prepare", "write", "prepare", "write"]
+        assert runner.applied == 2
+    finally:
+        handler.release.set()
+        runner.stop()
+        thread.join(30)
+    assert not thread.is_alive()
+    [(topic, partition)] = committed[0].keys()
+    assert committed[1][(topic, partition)] == committed[0][(topic, partition)] + 1
+
+
+def test_a_stopped_consumer_finishes_the_batch_being_written_and_commits_it():
+    handler = Recording()
+    group = f"pipeline-{uuid.uuid4().hex[:8]}"
+    group_starting_at_the_end(group)
+    runner = ConsumerRunner(replace(consumer_specs()["cache"], group=group, handler=handler))
+    committed = []
+    commit = runner._commit
+    runner._commit = lambda offsets: (committed.append(dict(offsets)), commit(offsets))
+    thread = threading.Thread(target=runner.run)
+    thread.start()
+    user_id, event = user_event()
+    produce(event)
+    eventually(lambda: ("write", None) in handler.calls, timeout=20)
+    runner.stop()
+    handler.release.set()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert cache_get(user_key(user_id)).version == 1
+    # One batch, written once (events of an earlier test may share it), and committed.
+    assert [call for call, _ in handler.calls] == ["prepare", "write"] and len(committed) == 1
