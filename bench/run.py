@@ -244,6 +244,11 @@ class Bench:
         for start in range(0, len(posts), 1000):
             db.posts.insert_many(posts[start : start + 1000])
             db.ceiling_posts.insert_many(posts[start : start + 1000])
+        # The writes' ceiling (bench/writes_ceiling.py) updates this copy: the same documents
+        # and the same indexes (each write keeps them up to date), outside the stack's view.
+        for name, index in db.posts.index_information().items():
+            if name != "_id_":
+                db.ceiling_posts.create_index(index["key"], name=name)
         self.ids = [str(p["_id"]) for p in posts]
         random.Random(7).shuffle(self.ids)  # Zipf's hot ids are not the first inserted
         self.ids_file = self.run_dir / "post-ids.txt"

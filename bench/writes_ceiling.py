@@ -6,7 +6,8 @@ faster through these stores.
     python -m bench.writes_ceiling like|patch|create SECONDS THREADS IDS_FILE [--hot]
 
 It writes to the `ceiling_posts` collection (a copy of the posts: the same documents, the same
-size) and the KAFKA_EVENTS_TOPIC it is given, so the stack's cache and consumers never see it.
+indexes, made by bench/run.py) and the KAFKA_EVENTS_TOPIC it is given, so the stack's cache,
+consumers and inspector never see it.
 
 Prints one JSON line: {"kind", "writes", "seconds", "rps", "latency_ms": {p50, p99}}.
 """
@@ -46,11 +47,11 @@ def main(kind: str, seconds: float, threads: int, ids_file: str, hot: bool = Fal
     def write(n: int) -> None:
         post = ids[0] if hot else ids[n % len(ids)]
         if kind == "like":
-            db.posts.update_one({"_id": post}, {"$inc": {"like_count": 1, "version": 1}})
+            db.ceiling_posts.update_one({"_id": post}, {"$inc": {"like_count": 1, "version": 1}})
         elif kind == "patch":
-            db.posts.update_one({"_id": post}, {"$set": {"title": f"t{n}"}, "$inc": {"version": 1}})
+            db.ceiling_posts.update_one({"_id": post}, {"$set": {"title": f"t{n}"}, "$inc": {"version": 1}})
         else:
-            db.posts.insert_one(
+            db.ceiling_posts.insert_one(
                 {
                     "_id": ObjectId(),
                     "user_id": ids[0],

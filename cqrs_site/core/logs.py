@@ -55,9 +55,15 @@ def log_many(logger: logging.Logger, message: str, rows: list[dict]) -> None:
         for row in rows:
             logger.info(message, extra=row)
         return
-    stamp = _now_iso()
-    head = {"ts": stamp, "level": "INFO", "logger": logger.name, "message": message}
-    text = b"".join(orjson.dumps({**head, **row}, default=str) + b"\n" for row in rows).decode()
+    head = {"ts": _now_iso(), "level": "INFO", "logger": logger.name, "message": message}
+    # The fields every line shares are rendered once; each row's are spliced in after them.
+    opening = orjson.dumps(head)[:-1] + b","
+    text = b"".join(
+        opening + orjson.dumps(row, default=str)[1:] + b"\n"
+        if row and head.keys().isdisjoint(row)
+        else orjson.dumps({**head, **row}, default=str) + b"\n"
+        for row in rows
+    ).decode()
     for handler in handlers:
         with handler.lock:
             handler.stream.write(text)

@@ -46,3 +46,25 @@ def test_a_missing_or_malformed_request_id_is_replaced(raw):
 def test_a_well_formed_request_id_is_kept():
     assert request_id_set("7f1c0c3e-2b4d-4cc1-9d7e-0a4b5c6d7e8f") == "7f1c0c3e-2b4d-4cc1-9d7e-0a4b5c6d7e8f"
     request_id_clear()
+
+
+def test_log_many_writes_a_json_line_per_row_beside_the_shared_fields():
+    import io
+
+    from cqrs_site.core.logs import log_many
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("cqrs.test.many")
+    logger.addHandler(handler)
+    logger.propagate, logger.level = False, logging.INFO
+    try:
+        log_many(logger, "event applied", [{"offset": 1, "key": "a\nb"}, {}, {"message": "its own", "offset": 3}])
+    finally:
+        logger.removeHandler(handler)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line.get("offset") for line in lines] == [1, None, 3]
+    assert [line["message"] for line in lines] == ["event applied", "event applied", "its own"]
+    assert all(line["logger"] == "cqrs.test.many" and line["level"] == "INFO" for line in lines)
+    assert lines[0]["key"] == "a\nb" and lines[0]["ts"] == lines[2]["ts"]
