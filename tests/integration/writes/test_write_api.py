@@ -222,3 +222,31 @@ def test_every_write_is_published_and_leaves_no_pending_event(api_client, post):
     # Acknowledged events leave their outboxes in batches, a few milliseconds after the answer.
     assert eventually(lambda: Post._get_collection().count_documents({"outbox.0": {"$exists": True}}) == 0)
     assert eventually(lambda: User._get_collection().count_documents({"outbox.0": {"$exists": True}}) == 0)
+
+
+def test_a_refused_change_leaves_the_post_exactly_as_it_was(api_client, post):
+    """The update decides inside itself whether the post may change (writes/services.py): one
+    that may not is left untouched, no version raised, no event added to its outbox."""
+    from bson import ObjectId
+
+    from writes.outbox import outbox_flush
+
+    posts = Post._get_collection()
+    url = f"/api/posts/{post['id']}"
+    outbox_flush()
+    before = posts.find_one({"_id": ObjectId(post["id"])})
+    answer = api_client.patch(url, {"title": "Lost"}, format="json", HTTP_IF_MATCH='"7", "9"')
+    assert answer.status_code == 412 and answer.json()["error"]["fields"]["If-Match"] == ["current version 1"]
+    assert posts.find_one({"_id": ObjectId(post["id"])}) == before
+
+    assert api_client.delete(url, HTTP_IF_MATCH='"1"').status_code == 204
+    outbox_flush()
+    deleted = posts.find_one({"_id": ObjectId(post["id"])})
+    assert deleted["deleted"] is True and deleted["version"] == 2
+    for refused in (
+        api_client.post(f"{url}/like"),
+        api_client.patch(url, {"title": "Gone"}, format="json"),
+        api_client.delete(url),
+    ):
+        assert refused.status_code == 404
+    assert posts.find_one({"_id": ObjectId(post["id"])}) == deleted
