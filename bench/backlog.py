@@ -1,6 +1,7 @@
 """The consumer scenario's three steps, each its own process (Django consumer settings):
 
-    python -m bench.backlog produce TOPIC N IDS_FILE   N PostReacted events over the posts in IDS_FILE
+    python -m bench.backlog produce TOPIC N IDS_FILE [B] N PostReacted events over the posts in IDS_FILE
+                                                        (versions from B + 2: above an earlier backlog's)
     python -m bench.backlog raw TOPIC N                 a bare consumer reads them: the broker's rate
     python -m bench.backlog apply TOPIC N [C]           C `manage.py run_consumer cache` (default 1) apply them
 
@@ -34,15 +35,16 @@ from writes.events import POST, POST_REACTED, outbox_entry  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def produce(topic: str, count: int, ids_file: str) -> None:
-    """Versions 2, 3, … of every post in turn: each event is newer than what the cache holds, so
-    every one is a real apply through the fence."""
+def produce(topic: str, count: int, ids_file: str, base: str = "0") -> None:
+    """Versions base + 2, base + 3, … of every post in turn: each event is newer than what the
+    cache holds (give each backlog a base above the versions of the one before), so every one
+    is a real apply through the fence."""
     ids = Path(ids_file).read_text().split()
     producer = Producer({**settings.KAFKA_PRODUCER_CONFIG, "linger.ms": 20, "batch.num.messages": 2000})
     now = datetime.now(UTC)
     author = ObjectId()
     for n in range(count):
-        post_id, version = ids[n % len(ids)], 2 + n // len(ids)
+        post_id, version = ids[n % len(ids)], int(base) + 2 + n // len(ids)
         state = {
             "_id": ObjectId(post_id),
             "user_id": author,

@@ -58,10 +58,28 @@ APPLY_SCRIPT = (
 --   'M', feed, fence, version, member, score (text), max_members
 local writes = cmsgpack.unpack(ARGV[2])
 local results, fence_ttl = {}, ARGV[1]
+-- What this call has read or written already: each fence's value (a post's entries and its
+-- places share one), and each feed's state and size (nothing else changes them meanwhile).
+local fences, feeds = {}, {}
+local function feed_of(key)
+  local feed = feeds[key]
+  if feed == nil then
+    local sentinel = sentinel_of(key)
+    feed = false
+    if sentinel then
+      local state, cut_score, cut_member = parse_sentinel(sentinel)
+      feed = {sentinel = sentinel, state = state, cut_score = cut_score, cut_member = cut_member,
+              size = redis.call('ZCARD', key) - 1}
+    end
+    feeds[key] = feed
+  end
+  return feed
+end
 for i = 1, #writes, 7 do
   local kind, key, fence, version = writes[i], writes[i + 1], writes[i + 2], writes[i + 3]
   local a, b, c = writes[i + 4], writes[i + 5], writes[i + 6]
-  local high = tonumber(redis.call('GET', fence) or '0')
+  local high = fences[fence] or tonumber(redis.call('GET', fence) or '0')
+  fences[fence] = high
   local stored = 0
   if version >= high then
     if kind == 'E' then
@@ -72,21 +90,23 @@ for i = 1, #writes, 7 do
         stored = 1
       end
     else
-      local sentinel = sentinel_of(key)
-      if sentinel then
+      local feed = feed_of(key)
+      if feed then
         local member, score, most = a, tonumber(b), c
-        local state, cut_score, cut_member = parse_sentinel(sentinel)
-        if not (cut_score and at_or_below(score, member, cut_score, cut_member)) then
-          redis.call('ZADD', key, b, member)
+        if not (feed.cut_score and at_or_below(score, member, feed.cut_score, feed.cut_member)) then
+          feed.size = feed.size + redis.call('ZADD', key, b, member)
           stored = 1
-          local extra = redis.call('ZCARD', key) - 1 - most
+          local extra = feed.size - most
           if extra > 0 then
             local dropped = redis.call('ZRANGE', key, 1, extra, 'WITHSCORES')
             redis.call('ZREMRANGEBYRANK', key, 1, extra)
+            feed.size = feed.size - extra
             local top_member, top_score = dropped[#dropped - 1], tonumber(dropped[#dropped])
-            if not cut_score or not at_or_below(top_score, top_member, cut_score, cut_member) then
-              redis.call('ZREM', key, sentinel)
-              redis.call('ZADD', key, '-inf', '!' .. state .. ':' .. dropped[#dropped] .. ':' .. top_member)
+            if not feed.cut_score or not at_or_below(top_score, top_member, feed.cut_score, feed.cut_member) then
+              local sentinel = '!' .. feed.state .. ':' .. dropped[#dropped] .. ':' .. top_member
+              redis.call('ZREM', key, feed.sentinel)
+              redis.call('ZADD', key, '-inf', sentinel)
+              feed.sentinel, feed.cut_score, feed.cut_member = sentinel, top_score, top_member
             end
           end
         end
@@ -94,6 +114,7 @@ for i = 1, #writes, 7 do
     end
     if version > high then
       redis.call('SET', fence, string.format('%d', version), 'PX', fence_ttl)
+      fences[fence] = version
     end
   end
   results[#results + 1] = stored

@@ -138,3 +138,21 @@ def test_check_consistency_judges_feed_places_and_repairs_a_stale_score(client, 
     assert report["by_model"]["top"]["stale"] == 1 and report["repaired"] == 1
     assert redis_client().zscore(feed_key("top"), post["id"]) == 0
     assert LATEST.key() not in [k.decode() for k in redis_client().keys("*")]  # never read: never filled
+
+
+def test_one_call_adding_past_a_feeds_bound_keeps_the_newest_and_moves_the_cutoff(client, author, settings):
+    """The apply script remembers a feed's state and size within a call (reads/cache.py): several
+    members added at once trim the feed one by one, and the last cutoff refuses what is below it."""
+    settings.FEED_MAX_MEMBERS = 3
+    posts = [services.post_create(user_id=author["id"], title=f"p{i}", content="c")["id"] for i in range(3)]
+    client.get("/api/posts", {"limit": 1})  # the feed is cached: its 3 posts and its state
+    feed = feed_key("latest")
+    newest = max(redis_client().zscore(feed, post) for post in posts)
+    newer = [f"{'f' * 23}{i}" for i in range(3)]
+    below = LATEST.member(None, "a" * 24, int(newest) - 1000, 1)
+    ops = [LATEST.member(None, post, int(newest) + 10 + i, 1) for i, post in enumerate(newer)]
+    assert cache_apply([*ops, below], writer="fill") == [1, 1, 1, 0]
+    held = [m.decode() for m in redis_client().zrange(feed, 0, -1)]
+    [state] = [m for m in held if m.startswith("!")]
+    assert [m for m in held if not m.startswith("!")] == newer
+    assert state == f"!ready:{int(newest)}:{posts[-1]}"  # cut below the newest post it dropped
