@@ -133,10 +133,10 @@ def dead_letters(spec: ConsumerSpec, filters: Filters = Filters(), timeout: floa
 
 
 def decode_error(spec: ConsumerSpec, letter: DeadLetter) -> str | None:
-    """Why the current code cannot decode it, or None when it can."""
+    """Why the current code cannot decode it, or prepare a write from it, or None when it can."""
     try:
-        spec.handler.decode(letter.value)
-    except Exception as exc:  # the handler's decode is pure: any failure means a poison message
+        spec.handler.prepare([spec.handler.decode(letter.value)])
+    except Exception as exc:  # decode and prepare are pure: any failure means a poison message
         return f"{type(exc).__name__}: {exc}"
     return None
 

@@ -7,8 +7,9 @@
   over only once the one before is applied and committed.
 - Offsets are stored and committed only after the batch is applied; a crash replays it, which
   is harmless because handlers are idempotent (version-fenced).
-- A message the handler cannot decode is poison: it goes to the dead-letter topic with the
-  error in its headers, and its partition moves on.
+- A message the handler cannot decode, or whose event it cannot prepare a write from, is
+  poison: it goes to the dead-letter topic with the error in its headers, and its partition
+  moves on.
 - A failure to apply (a server down) is retried with backoff; nothing is committed meanwhile.
 - Partitions being revoked get their applied offsets committed first (a batch being written is
   waited for).
@@ -175,11 +176,36 @@ class ConsumerRunner:
             except POISON as exc:
                 if not self._dead_letter(message, exc):
                     return False
-        batch = _Batch(self._next_offsets(done), decoded, items, self.spec.handler.prepare(items))
+        try:
+            writes = self.spec.handler.prepare(items)
+        except POISON:
+            kept = self._preparable(items, decoded)
+            if kept is None:
+                return False
+            items, decoded = kept
+            writes = self.spec.handler.prepare(items)
+        batch = _Batch(self._next_offsets(done), decoded, items, writes)
         if not self._settle():
             return False
         self._writing = (self._writer.submit(self._write, batch), batch)
         return True
+
+    def _preparable(self, events, messages) -> tuple[list, list] | None:
+        """A batch the handler could not prepare: the events it can, each tried alone; those it
+        cannot are poison too (they decode, but their content makes no cache write: a state
+        without a field its read models need) and go to the dead-letter topic. None if even
+        that failed."""
+        kept_events, kept_messages = [], []
+        for event, message in zip(events, messages, strict=True):
+            try:
+                self.spec.handler.prepare([event])
+            except POISON as exc:
+                if not self._dead_letter(message, exc):
+                    return None
+                continue
+            kept_events.append(event)
+            kept_messages.append(message)
+        return kept_events, kept_messages
 
     def _settle(self) -> bool:
         """Wait for the batch being written, then commit it, count it and log it; False when it

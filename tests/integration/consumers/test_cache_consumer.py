@@ -159,3 +159,41 @@ def test_the_consumer_logs_each_event_with_its_request_id_and_serves_its_metrics
     assert metrics["cqrs_write_to_apply_seconds_count"] >= 1
     # The delay is measured from the write's commit: well under the 15 s the test allowed.
     assert 0 < metrics["cqrs_write_to_apply_seconds_sum"] < 15 * metrics["cqrs_write_to_apply_seconds_count"]
+
+
+def test_an_event_that_decodes_but_makes_no_cache_write_is_dead_lettered_and_its_batch_applied(consumer):
+    """A well-formed event whose state lacks a field a read model needs cannot be prepared: it is
+    poison like an undecodable message, and the rest of its batch is still applied."""
+    from writes.events import POST_REACTED
+
+    user = services.user_create(username="unpreparable")
+    good = services.post_create(user_id=user["id"], title="good", content="C")
+    eventually(lambda: cached_version(post_key(good["id"])) == 1)
+    bad_id = uuid.uuid4().hex[:24]
+    bad_state = {**good, "id": bad_id, "version": 1}
+    del bad_state["like_count"]  # the likes view is built from it
+    bad = Event(uuid.uuid4().hex, POST_REACTED, POST, bad_id, 1, good["created_at"], bad_state).encode()
+    key = b"unpreparable"
+    produce((key, bad), (key, post_event(good, 2, "still applied")))
+    marker = marker_after(key)
+    eventually(lambda: cache_get(marker), timeout=15)
+    assert json.loads(cache_get(post_key(good["id"])).body)["title"] == "still applied"
+    assert cache_get(post_key(bad_id)) is None
+
+    reader = Consumer(
+        {
+            **settings.KAFKA_CONSUMER_CONFIG,
+            "group.id": f"dlq-reader-{uuid.uuid4().hex}",
+            "enable.auto.offset.store": True,
+        }
+    )
+    reader.subscribe([settings.KAFKA_DEAD_LETTER_TOPIC])
+    found = []
+
+    def dead_lettered():
+        found.extend(m for m in reader.consume(10, 0.5) if m.error() is None)
+        return [m for m in found if m.value() == bad]
+
+    [message] = eventually(dead_lettered, timeout=20)
+    reader.close()
+    assert dict(message.headers())["dlq.error"].startswith(b"KeyError: 'like_count'")
