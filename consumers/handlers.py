@@ -2,7 +2,7 @@
 `prepare` (pure: a batch of events into what to write), `write` (talks to a server; a failure
 is retried and the offsets wait) and `written` (the batch's metrics, once it is applied). The
 runner prepares the next batch while the one before is being written, on a thread that does
-nothing else (so it holds Python's GIL as little as it can); `apply` is all of it at once."""
+nothing else (so it holds Python's GIL as little as it can)."""
 
 import time
 from dataclasses import dataclass
@@ -57,11 +57,8 @@ class CacheProjection:
         return cache_apply_packed(writes.packed), time.time()
 
     def written(self, writes: CacheWrites, outcome: tuple[list[int], float]) -> None:
+        """Count the batch's cache writes and how long its events took from commit to cache."""
         results, applied_at = outcome
         count_writes("consumer", results)
         for committed_at in writes.committed_at:
             WRITE_TO_APPLY_SECONDS.observe(max(applied_at - committed_at, 0.0))
-
-    def apply(self, events: list[Event]) -> None:
-        writes = self.prepare(events)
-        self.written(writes, self.write(writes))
