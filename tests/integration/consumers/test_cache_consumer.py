@@ -38,6 +38,29 @@ def marker_after(key: bytes) -> str:
     return user_key(user_id)
 
 
+def dead_letter_of(value: bytes):
+    """The dead-letter topic's message carrying `value` (read by a group of its own), once it is there."""
+    reader = Consumer(
+        {
+            **settings.KAFKA_CONSUMER_CONFIG,
+            "group.id": f"dlq-reader-{uuid.uuid4().hex}",
+            "enable.auto.offset.store": True,
+        }
+    )
+    reader.subscribe([settings.KAFKA_DEAD_LETTER_TOPIC])
+    found = []
+
+    def dead_lettered():
+        found.extend(m for m in reader.consume(10, 0.5) if m.error() is None)
+        return [m for m in found if m.value() == value]
+
+    try:
+        [message] = eventually(dead_lettered, timeout=20)
+    finally:
+        reader.close()
+    return message
+
+
 def test_every_kind_of_write_reaches_the_cache(consumer):
     user = services.user_create(username="writer")
     post = services.post_create(user_id=user["id"], title="T", content="C")
@@ -81,22 +104,7 @@ def test_a_poison_message_goes_to_the_dead_letter_topic_and_the_partition_moves_
     marker = marker_after(key)
     eventually(lambda: cache_get(marker), timeout=15)
 
-    reader = Consumer(
-        {
-            **settings.KAFKA_CONSUMER_CONFIG,
-            "group.id": f"dlq-reader-{uuid.uuid4().hex}",
-            "enable.auto.offset.store": True,
-        }
-    )
-    reader.subscribe([settings.KAFKA_DEAD_LETTER_TOPIC])
-    found = []
-
-    def dead_lettered():
-        found.extend(m for m in reader.consume(10, 0.5) if m.error() is None)
-        return [m for m in found if m.value() == b"{this is not an event"]
-
-    [message] = eventually(dead_lettered, timeout=20)
-    reader.close()
+    message = dead_letter_of(b"{this is not an event")
     headers = dict(message.headers())
     assert headers["dlq.error"].startswith(b"EventInvalid: not JSON")
     assert headers["dlq.topic"] == settings.KAFKA_EVENTS_TOPIC.encode()
@@ -180,20 +188,5 @@ def test_an_event_that_decodes_but_makes_no_cache_write_is_dead_lettered_and_its
     assert json.loads(cache_get(post_key(good["id"])).body)["title"] == "still applied"
     assert cache_get(post_key(bad_id)) is None
 
-    reader = Consumer(
-        {
-            **settings.KAFKA_CONSUMER_CONFIG,
-            "group.id": f"dlq-reader-{uuid.uuid4().hex}",
-            "enable.auto.offset.store": True,
-        }
-    )
-    reader.subscribe([settings.KAFKA_DEAD_LETTER_TOPIC])
-    found = []
-
-    def dead_lettered():
-        found.extend(m for m in reader.consume(10, 0.5) if m.error() is None)
-        return [m for m in found if m.value() == bad]
-
-    [message] = eventually(dead_lettered, timeout=20)
-    reader.close()
+    message = dead_letter_of(bad)
     assert dict(message.headers())["dlq.error"].startswith(b"KeyError: 'like_count'")
