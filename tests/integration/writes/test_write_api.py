@@ -1,10 +1,14 @@
 """The write API through Django's test client, against the real MongoDB and Kafka."""
 
 import pytest
+from bson import ObjectId
 from rest_framework.test import APIClient
 
 from tests.conftest import eventually
+from writes import services
 from writes.documents import Post, User
+from writes.events import utc_now
+from writes.services import _KnownUsers
 
 
 def counts() -> tuple[int, int, list]:
@@ -135,6 +139,30 @@ def test_a_missing_post_field_is_refused(api_client, user):
         answer = api_client.post("/api/posts", body, format="json")
         assert answer.status_code == 400 and missing in answer.json()["error"]["fields"]
     assert Post._get_collection().count_documents({}) == 0
+
+
+def test_an_author_is_looked_up_once_and_an_unknown_one_not_remembered(api_client, db):
+    """The write process remembers the authors it found (users are never deleted), never the
+    ids it did not find: a user made after a refused post can post."""
+    user_id = ObjectId()
+    body = {"user_id": str(user_id), "title": "T", "content": "C"}
+    assert api_client.post("/api/posts", body, format="json").status_code == 400
+    User._get_collection().insert_one({"_id": user_id, "username": "late", "created_at": utc_now(), "version": 1})
+    assert api_client.post("/api/posts", body, format="json").status_code == 201
+    # Found once, it is not looked up again (proof: gone from MongoDB behind the API's back,
+    # which nothing but an operator's shell can do, it is still accepted).
+    User._get_collection().delete_one({"_id": user_id})
+    assert api_client.post("/api/posts", body, format="json").status_code == 201
+    assert Post._get_collection().count_documents({"user_id": user_id}) == 2
+
+
+def test_known_authors_are_bounded():
+    known = _KnownUsers(most=2)
+    ids = [services.user_create(username=f"bounded{n}")["id"] for n in range(3)]
+    for user_id in ids:
+        assert known.exists(ObjectId(user_id))
+    assert known.ids == {ObjectId(ids[2])}  # full at the third: started again
+    assert not known.exists(ObjectId())
 
 
 def test_the_longest_title_and_content_are_accepted(api_client, user):
