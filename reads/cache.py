@@ -2,10 +2,10 @@
 
 Entries: a stored value is `b"<version>:<body>"` (cqrs_site/core/codec.py); an empty body is a
 tombstone. An entry is replaced only by a strictly newer version, and never with a version below
-its high-water mark (the highest version the key held, kept for a day after the entry expires
-or is evicted), so a slow read-through fill can never overwrite the consumer's newer value, a
-redelivered or reordered event is a no-op, and a tombstone refuses a late fill of the document
-it buried.
+its document's high-water mark (the highest version any entry or feed place of the document
+held, one key per document, kept for a day after the entries expire or are evicted), so a slow
+read-through fill can never overwrite the consumer's newer value, a redelivered or reordered
+event is a no-op, and a tombstone refuses a late fill of the document it buried.
 
 Feed members (reads/models.py): added to a feed only while it is cached (a feed that is not is
 filled from MongoDB by its next read), and only with a version at least the post's high-water
@@ -209,7 +209,7 @@ def cache_pack(ops: Iterable[Entry | Member], *, rewrite_same_version: bool = Fa
     for op in ops:
         if type(op) is Entry:
             value = value_encode(op.version, op.body).decode()
-            fields += ("E", op.key, high_water_key(op.key), op.version, value, ttl_ms(op), same)
+            fields += ("E", op.key, op.fence or high_water_key(op.key), op.version, value, ttl_ms(op), same)
         else:
             fields += ("M", op.feed, op.fence, op.version, op.member, str(op.score), most)
     return msgspec.msgpack.encode(fields) if fields else None

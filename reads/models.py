@@ -31,12 +31,15 @@ from writes.events import POST_CREATED, POST_REACTED, POST_REPLAYED
 
 class Entry(msgspec.Struct, frozen=True):
     """One cache entry: the ready-to-send JSON bytes at a version; `body` None is a tombstone.
-    (Entries and members are msgspec Structs: made five times faster than frozen dataclasses,
-    and the consumer makes tens of thousands a second.)"""
+    `fence`: the high-water key it is written through, its document's (`document_fence`: a
+    post's entries and places share one); None, the key's own. (Entries and members are
+    msgspec Structs: made five times faster than frozen dataclasses, and the consumer makes
+    tens of thousands a second.)"""
 
     key: str
     version: int
     body: bytes | None
+    fence: str | None = None
 
 
 class Member(msgspec.Struct, frozen=True):
@@ -55,6 +58,15 @@ def json_bytes(data) -> bytes:
     return orjson.dumps(data)
 
 
+def document_fence(aggregate: str, doc_id: str) -> str:
+    """The version high-water key of one document, shared by every cache write it makes: its
+    entries (a post, its likes) and its places in the feeds. They all hold the document's
+    version, so one fence serves them all, and an older view of the document is refused
+    wherever a newer one was written. One key, not one per entry: a like's apply reads and
+    raises one fence, not two."""
+    return high_water_key(entry_key(aggregate, doc_id))
+
+
 def millis(iso_time: str | datetime) -> int:
     """A timestamp as whole milliseconds since the epoch (a feed's score, a cursor's)."""
     when = datetime.fromisoformat(iso_time) if isinstance(iso_time, str) else iso_time
@@ -71,12 +83,16 @@ class EntryModel:
     def key(self, doc_id: str) -> str:
         return entry_key(self.aggregate, doc_id, self.view)
 
-    def ops(self, state: dict, event_types: frozenset[str] | None = None) -> list[Entry]:
-        """Every event changes an entry: the new state, or a tombstone for a deleted document."""
-        key = self.key(state["id"])
+    def ops(self, state: dict, event_types: frozenset[str] | None = None, fence: str | None = None) -> list[Entry]:
+        """Every event changes an entry: the new state, or a tombstone for a deleted document.
+        `fence`: the document's (document_fence), when the caller has it already."""
+        doc_id = state["id"]
+        fence = fence or document_fence(self.aggregate, doc_id)
         if state.get("deleted"):
-            return [Entry(key, state["version"], None)]
-        return [Entry(key, state["version"], json_bytes(self.shape(state) if self.shape else state))]
+            return [Entry(self.key(doc_id), state["version"], None, fence)]
+        return [
+            Entry(self.key(doc_id), state["version"], json_bytes(self.shape(state) if self.shape else state), fence)
+        ]
 
 
 @dataclass(frozen=True)
@@ -96,17 +112,17 @@ class FeedModel:
         value = state[self.score_field]
         return millis(value) if self.score_field == "created_at" else int(value)
 
-    def member(self, partition: str | None, post_id: str, score: int, version: int) -> Member:
+    def member(self, partition: str | None, post_id: str, score: int, version: int, fence: str | None = None) -> Member:
         """A post's place here, fenced by the post's version high-water mark."""
-        return Member(self.key(partition), post_id, score, version, high_water_key(entry_key(POST, post_id)))
+        return Member(self.key(partition), post_id, score, version, fence or document_fence(POST, post_id))
 
-    def ops(self, state: dict, event_types: frozenset[str] | None = None) -> list[Member]:
+    def ops(self, state: dict, event_types: frozenset[str] | None = None, fence: str | None = None) -> list[Member]:
         """A live post's place here, if one of `event_types` can change it (None: a fill from
         MongoDB, which sets every place). The state is the newest, whichever event made it."""
         if state.get("deleted") or (event_types is not None and self.changed_by.isdisjoint(event_types)):
             return []
         partition = state[self.per] if self.per else None
-        return [self.member(partition, state["id"], self.score(state), state["version"])]
+        return [self.member(partition, state["id"], self.score(state), state["version"], fence)]
 
     def mongo_filter(self, partition: str | None = None) -> dict:
         # The partition's field first: the stand-in (SecantusDB) plans from the filter's first
@@ -134,21 +150,25 @@ FEEDS: dict[str, FeedModel] = {feed.name: feed for feed in (USER_FEED, LATEST, T
 FEED_MODELS: dict[str, tuple[FeedModel, ...]] = {USER: (), POST: tuple(FEEDS.values())}
 
 
-def entries_for(aggregate: str, state: dict) -> list[Entry]:
+def entries_for(aggregate: str, state: dict, fence: str | None = None) -> list[Entry]:
     """Every cache entry that shows this state of the aggregate."""
     if aggregate not in ENTRY_MODELS:
         raise ValueError(f"no read model for aggregate {aggregate!r}")
-    return [entry for model in ENTRY_MODELS[aggregate] for entry in model.ops(state)]
+    fence = fence or document_fence(aggregate, state["id"])
+    return [entry for model in ENTRY_MODELS[aggregate] for entry in model.ops(state, fence=fence)]
 
 
 def ops_for(aggregate: str, state: dict, event_types: frozenset[str] | None = None) -> list[Entry | Member]:
-    """Every cache write this state makes: its entries, then its places in the feeds. With
-    `event_types` (the consumer: the events that led to this state), only what they can change;
-    without (a fill), all. Entries first: they raise the post's fence its members are held to."""
-    members = [op for model in FEED_MODELS[aggregate] for op in model.ops(state, event_types)]
-    return [*entries_for(aggregate, state), *members]
+    """Every cache write this state makes: its entries, then its places in the feeds, all
+    through the document's one fence. With `event_types` (the consumer: the events that led to
+    this state), only what they can change; without (a fill), all. Entries first: they raise
+    the fence the members are held to."""
+    fence = document_fence(aggregate, state["id"]) if aggregate in ENTRY_MODELS else None
+    members = [op for model in FEED_MODELS[aggregate] for op in model.ops(state, event_types, fence)]
+    return [*entries_for(aggregate, state, fence), *members]
 
 
 def absent_entries(aggregate: str, aggregate_id: str) -> list[Entry]:
     """Version-0 tombstones for an id MongoDB does not know; any real version replaces them."""
-    return [Entry(model.key(aggregate_id), 0, None) for model in ENTRY_MODELS[aggregate]]
+    fence = document_fence(aggregate, aggregate_id)
+    return [Entry(model.key(aggregate_id), 0, None, fence) for model in ENTRY_MODELS[aggregate]]

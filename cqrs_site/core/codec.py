@@ -8,8 +8,10 @@ Cache entries, one per read of the API:
     <prefix>:post:<id>            GET /api/posts/<id>
     <prefix>:post:<id>:likes      GET /api/posts/<id>/likes
 
-beside each, `<key>:hw` (the highest version the key ever held: the fence's memory, see
-reads/cache.py) and `<key>:filling` (a read-through fill in progress: single flight).
+beside each document's, `<prefix>:<aggregate>:<id>:hw` (the highest version any of its entries
+and feed places ever held: the fence's memory, one per document, see reads/cache.py and
+reads/models.py's document_fence) and beside each entry `<key>:filling` (a read-through fill
+in progress: single flight).
 
 A value is `b"<version>:<body>"`, the body being the exact bytes the API sends; an empty body is
 a tombstone (deleted, or version 0: an id MongoDB does not know).

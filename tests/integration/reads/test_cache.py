@@ -47,3 +47,37 @@ def test_a_fill_cannot_put_an_older_version_into_a_key_whose_entry_was_evicted()
     assert cache_put([Entry("k", 5, b'{"v":5}')], writer="fill") == [0]  # a fill that read MongoDB before v6
     assert cache_get("k") is None
     assert cache_put([Entry("k", 6, b'{"v":6}')], writer="fill") == [1]  # the same version may come back
+
+
+def test_a_posts_entries_and_places_share_one_fence(settings):
+    """A post's body, its likes and its feed places all hold the post's version, and go through
+    one high-water key: once any of them was written at v6, no view of the post takes v5, even
+    one whose own key never held v6 (a likes fill that read MongoDB before the like)."""
+    from bson import ObjectId
+
+    from cqrs_site.core.codec import entry_key, high_water_key
+    from cqrs_site.core.redis_client import redis_client
+    from reads.models import POST_ENTRY, POST_LIKES, ops_for
+
+    post_id = str(ObjectId())
+    state = {
+        "id": post_id,
+        "user_id": str(ObjectId()),
+        "title": "T",
+        "content": "C",
+        "like_count": 4,
+        "dislike_count": 0,
+        "created_at": "2026-11-28T00:00:00+00:00",
+        "updated_at": "2026-11-28T00:00:00+00:00",
+        "version": 6,
+        "deleted": False,
+    }
+    fences = {op.fence for op in ops_for("post", state)}
+    assert fences == {high_water_key(entry_key("post", post_id))}
+    cache_put(POST_ENTRY.ops(state), writer="consumer")
+    assert redis_client().get(high_water_key(entry_key("post", post_id))) == b"6"
+    older_likes = POST_LIKES.ops({**state, "like_count": 3, "version": 5})
+    assert cache_put(older_likes, writer="fill") == [0]
+    assert cache_get(POST_LIKES.key(post_id)) is None
+    assert cache_put(POST_LIKES.ops(state), writer="fill") == [1]  # the same version is taken
+    assert not redis_client().exists(high_water_key(POST_LIKES.key(post_id)))  # no fence of its own
