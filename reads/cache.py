@@ -204,12 +204,19 @@ def cache_pack(ops: Iterable[Entry | Member], *, rewrite_same_version: bool = Fa
     cmsgpack does not take MessagePack's binary type: values travel as text (the bodies are
     UTF-8 JSON)."""
     same = 1 if rewrite_same_version else 0
-    most = ttls().feed_max_members
+    lifetimes = ttls()
+    most = lifetimes.feed_max_members
+    # ttl_ms's jittered entry lifetime, drawn here without its two calls per entry.
+    shortest, spread = (
+        lifetimes.entry_seconds * 1000 * (1 - lifetimes.jitter),
+        lifetimes.entry_seconds * 2000 * lifetimes.jitter,
+    )
     fields: list = []
     for op in ops:
         if type(op) is Entry:
             value = value_encode(op.version, op.body).decode()
-            fields += ("E", op.key, op.fence or high_water_key(op.key), op.version, value, ttl_ms(op), same)
+            ttl = int(shortest + spread * random.random()) if op.body is not None else ttl_ms(op)
+            fields += ("E", op.key, op.fence or high_water_key(op.key), op.version, value, ttl, same)
         else:
             fields += ("M", op.feed, op.fence, op.version, op.member, str(op.score), most)
     return msgspec.msgpack.encode(fields) if fields else None

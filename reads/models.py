@@ -17,6 +17,7 @@ Two kinds:
   as the post's entries, so a feed's order is never older than the bodies it shows.
 """
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -164,8 +165,16 @@ def ops_for(aggregate: str, state: dict, event_types: frozenset[str] | None = No
     this state), only what they can change; without (a fill), all. Entries first: they raise
     the fence the members are held to."""
     fence = document_fence(aggregate, state["id"]) if aggregate in ENTRY_MODELS else None
-    members = [op for model in FEED_MODELS[aggregate] for op in model.ops(state, event_types, fence)]
+    members = [op for model in feeds_changed_by(aggregate, event_types) for op in model.ops(state, None, fence)]
     return [*entries_for(aggregate, state, fence), *members]
+
+
+@functools.cache
+def feeds_changed_by(aggregate: str, event_types: frozenset[str] | None) -> tuple[FeedModel, ...]:
+    """The aggregate's feeds that one of `event_types` can change (None: all of them), worked
+    out once per set of types: the consumer asks for every document of every batch."""
+    feeds = FEED_MODELS[aggregate]
+    return feeds if event_types is None else tuple(f for f in feeds if not f.changed_by.isdisjoint(event_types))
 
 
 def absent_entries(aggregate: str, aggregate_id: str) -> list[Entry]:

@@ -34,3 +34,31 @@ def test_a_user_projects_to_one_entry():
     state = {"id": "u1", "username": "al", "created_at": "2026-11-26T08:00:00.000Z", "version": 1}
     [entry] = entries_for(USER, state)
     assert entry.key == user_key("u1")
+
+
+def test_an_events_types_choose_the_feed_places_it_writes():
+    from reads.models import Member, ops_for
+    from writes.events import POST_CREATED, POST_REACTED, POST_UPDATED
+
+    state = {
+        "id": "p1",
+        "user_id": "u1",
+        "like_count": 2,
+        "dislike_count": 0,
+        "created_at": "2026-11-26T08:00:00.000Z",
+        "version": 4,
+    }
+
+    def feeds(event_types):
+        return sorted(
+            op.feed.rsplit(":", 2)[-1] if ":user-posts:" not in op.feed else "user-posts"
+            for op in ops_for(POST, state, event_types)
+            if type(op) is Member
+        )
+
+    assert feeds(frozenset({POST_REACTED})) == ["top"]
+    assert feeds(frozenset({POST_UPDATED})) == []
+    assert feeds(frozenset({POST_UPDATED, POST_REACTED})) == ["top"]
+    assert feeds(frozenset({POST_CREATED})) == ["latest", "top", "user-posts"]
+    assert feeds(None) == ["latest", "top", "user-posts"]  # a fill from MongoDB: every place
+    assert len(ops_for(POST, {**state, "deleted": True}, frozenset({POST_REACTED}))) == 2  # tombstones only
