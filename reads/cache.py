@@ -168,16 +168,20 @@ def ttls() -> Ttls:
     )
 
 
-def ttl_ms(entry: Entry) -> int:
+def ttl_ms(entry: Entry, lifetimes: Ttls) -> int:
+    """An entry's lifetime: jittered for a live one, fixed for a tombstone (`lifetimes`: ttls(),
+    read once by the caller for a whole batch)."""
     if entry.body is None:
-        return ABSENT_TTL_MS if entry.version == 0 else ttls().tombstone_ms
-    return jittered_ms(ttls().entry_seconds)
+        return ABSENT_TTL_MS if entry.version == 0 else lifetimes.tombstone_ms
+    return jittered_ms(lifetimes.entry_seconds, lifetimes.jitter)
 
 
-def jittered_ms(seconds: float) -> int:
-    """A TTL with jitter, so entries filled together do not expire together."""
-    jitter = ttls().jitter
-    return int(seconds * 1000 * random.uniform(1 - jitter, 1 + jitter))
+def jittered_ms(seconds: float, jitter: float | None = None) -> int:
+    """A TTL with jitter (CQRS_CACHE_TTL_JITTER unless given), so entries filled together do not
+    expire together."""
+    if jitter is None:
+        jitter = ttls().jitter
+    return int(seconds * 1000 * (1 - jitter + 2 * jitter * random.random()))
 
 
 def cache_apply(
@@ -206,16 +210,11 @@ def cache_pack(ops: Iterable[Entry | Member], *, rewrite_same_version: bool = Fa
     same = 1 if rewrite_same_version else 0
     lifetimes = ttls()
     most = lifetimes.feed_max_members
-    # ttl_ms's jittered entry lifetime, drawn here without its two calls per entry.
-    shortest, spread = (
-        lifetimes.entry_seconds * 1000 * (1 - lifetimes.jitter),
-        lifetimes.entry_seconds * 2000 * lifetimes.jitter,
-    )
     fields: list = []
     for op in ops:
         if type(op) is Entry:
             value = value_encode(op.version, op.body).decode()
-            ttl = int(shortest + spread * random.random()) if op.body is not None else ttl_ms(op)
+            ttl = ttl_ms(op, lifetimes)
             fields += ("E", op.key, op.fence or high_water_key(op.key), op.version, value, ttl, same)
         else:
             fields += ("M", op.feed, op.fence, op.version, op.member, str(op.score), most)

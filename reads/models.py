@@ -164,7 +164,8 @@ def ops_for(aggregate: str, state: dict, event_types: frozenset[str] | None = No
     through the document's one fence. With `event_types` (the consumer: the events that led to
     this state), only what they can change; without (a fill), all. Entries first: they raise
     the fence the members are held to."""
-    fence = document_fence(aggregate, state["id"]) if aggregate in ENTRY_MODELS else None
+    fence = document_fence(aggregate, state["id"])
+    # The feeds are chosen for `event_types` already: each one writes its place (None).
     members = [op for model in feeds_changed_by(aggregate, event_types) for op in model.ops(state, None, fence)]
     return [*entries_for(aggregate, state, fence), *members]
 
