@@ -105,6 +105,9 @@ def test_one_request_id_is_followed_from_haproxys_log_to_the_consumers(stack):
         time.sleep(0.1)
     assert "POST /api/posts/" in found["haproxy"][0] and f"rid={request_id}" in found["haproxy"][0]
     [access] = [json.loads(line) for line in found["write-1"]]
+    # One line per request: the application's (gunicorn's own access log is off unless asked for).
+    path = liked.request.path_url
+    assert sum(path in line for line in (stack.run_dir / "logs" / "write-1.log").read_text().splitlines()) == 1
     assert (access["status"], access["route"]) == (200, "api/posts/<str:post_id>/like")
     [applied] = [json.loads(line) for name, lines in found.items() if name.startswith("consumer") for line in lines]
     assert applied["message"] == "event applied" and applied["event_type"] == "PostReacted"
