@@ -690,6 +690,13 @@ LATE_SECONDS = 0.1
 SCENARIOS = ["ceiling", "hits", "misses", "feeds", "visibility", "mixed", "writes", "consumer"]
 
 
+def at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def median_pass(passes: list[dict]) -> dict:
     """Of passes of one load, the one with the median rate (the lower of the middle two)."""
     return sorted(passes, key=lambda found: found["rps"])[(len(passes) - 1) // 2]
@@ -784,7 +791,7 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument(
         "--write-rounds",
-        type=int,
+        type=at_least_one,
         default=3,
         help="passes of each write scenario, each followed by its ceiling; the medians are compared (default 3)",
     )

@@ -27,8 +27,8 @@ accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
 class RequestedAccessLog(glogging.Logger):
     """gunicorn's logger, whose access log is on only when `accesslog` asks for it. gunicorn
     turns it on for any logging configuration too, and logconfig_dict (below) is always given:
-    every request was logged twice, the second line without its request id (a sixth of the
-    write pool's log volume, through the supervisor's pipes)."""
+    every request was logged twice, the second line without its request id (half of the pools'
+    log lines, each through the supervisor's pipes)."""
 
     def access(self, resp, req, environ, request_time):
         if self.cfg.accesslog:
