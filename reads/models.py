@@ -84,7 +84,7 @@ class EntryModel:
     def key(self, doc_id: str) -> str:
         return entry_key(self.aggregate, doc_id, self.view)
 
-    def ops(self, state: dict, event_types: frozenset[str] | None = None, fence: str | None = None) -> list[Entry]:
+    def ops(self, state: dict, fence: str | None = None) -> list[Entry]:
         """Every event changes an entry: the new state, or a tombstone for a deleted document.
         `fence`: the document's (document_fence), when the caller has it already."""
         doc_id = state["id"]
@@ -117,10 +117,10 @@ class FeedModel:
         """A post's place here, fenced by the post's version high-water mark."""
         return Member(self.key(partition), post_id, score, version, fence or document_fence(POST, post_id))
 
-    def ops(self, state: dict, event_types: frozenset[str] | None = None, fence: str | None = None) -> list[Member]:
-        """A live post's place here, if one of `event_types` can change it (None: a fill from
-        MongoDB, which sets every place). The state is the newest, whichever event made it."""
-        if state.get("deleted") or (event_types is not None and self.changed_by.isdisjoint(event_types)):
+    def ops(self, state: dict, fence: str | None = None) -> list[Member]:
+        """A live post's place here (which feeds an event can change is feeds_changed_by's to
+        say). The state is the newest, whichever event made it."""
+        if state.get("deleted"):
             return []
         partition = state[self.per] if self.per else None
         return [self.member(partition, state["id"], self.score(state), state["version"], fence)]
@@ -165,8 +165,7 @@ def ops_for(aggregate: str, state: dict, event_types: frozenset[str] | None = No
     this state), only what they can change; without (a fill), all. Entries first: they raise
     the fence the members are held to."""
     fence = document_fence(aggregate, state["id"])
-    # The feeds are chosen for `event_types` already: each one writes its place (None).
-    members = [op for model in feeds_changed_by(aggregate, event_types) for op in model.ops(state, None, fence)]
+    members = [op for model in feeds_changed_by(aggregate, event_types) for op in model.ops(state, fence)]
     return [*entries_for(aggregate, state, fence), *members]
 
 
