@@ -42,6 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from deploy import localstack, processes
 
@@ -50,6 +51,8 @@ RESULTS = ROOT / "bench" / "results"
 PYTHON = sys.executable
 # A 600-byte answer for HAProxy's static ceiling, the size of a cached post.
 STATIC_BODY = '{"static":"' + "x" * 586 + '"}'
+# Most paced calls in flight at once (the mixed and visibility scenarios' writes).
+PACED_WORKERS = 128
 
 
 def log(message: str) -> None:
@@ -127,6 +130,10 @@ class Bench:
         self.stack = self._stack()
         self.token_file = self.run_dir / "api-token"
         self.session = requests.Session()
+        # As many kept connections as _paced has workers: with requests' default of 10, every
+        # write beyond 10 in flight opened a connection and dropped it after (urllib3 warned
+        # "Connection pool is full" through the mixed scenario).
+        self.session.mount("http://", HTTPAdapter(pool_maxsize=PACED_WORKERS))
         self.session.headers["Authorization"] = f"Token {self.token_file.read_text().strip()}"
         self._yardsticks_up()
 
@@ -433,7 +440,7 @@ class Bench:
         version = answer.json().get("version", 0) if answer.status_code == 200 else 0
         return elapsed, answer.status_code, version
 
-    def _paced(self, rate: float, seconds: float, task, workers: int = 128) -> tuple[list, list[float]]:
+    def _paced(self, rate: float, seconds: float, task, workers: int = PACED_WORKERS) -> tuple[list, list[float]]:
         """Call task(n) at `rate` per second for `seconds` (open loop: a slow answer does not delay
         the next start, up to `workers` calls in flight). Every planned call is made; returns the
         results and each call's start lag behind its plan, in seconds (the client fell behind
