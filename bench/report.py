@@ -121,6 +121,13 @@ def markdown(results: dict) -> str:
             f"{consumer['two_consumers']['events_per_s']:,.0f}/s with two), raw consume "
             f"{consumer['raw_consume']['events_per_s']:,.0f}/s (ratio {consumer['ratio']:.2f})."
         )
+        hot = consumer.get("hot_keys")
+        if hot:
+            lines.append(
+                f"A backlog of as many events over {hot['posts']:,} posts only (many versions of each post "
+                f"in a batch, one cache write per post): run_consumer {hot['run_consumer']['events_per_s']:,.0f}/s "
+                f"(ratio {hot['run_consumer']['events_per_s'] / consumer['raw_consume']['events_per_s']:.2f})."
+            )
     lines += ["", "| target | value | goal | met |", "| --- | ---: | --- | --- |"]
     for target in results["targets"]:
         lines.append(

@@ -51,6 +51,10 @@ RESULTS = ROOT / "bench" / "results"
 PYTHON = sys.executable
 # A 600-byte answer for HAProxy's static ceiling, the size of a cached post.
 STATIC_BODY = '{"static":"' + "x" * 586 + '"}'
+# The consumer scenario's compacting backlog goes round this many posts.
+HOT_KEYS = 500
+# The backlogs' versions start here.
+BACKLOG_BASE_VERSION = 1_000_000
 # Most paced calls in flight at once (the mixed and visibility scenarios' writes).
 PACED_WORKERS = 128
 
@@ -626,29 +630,40 @@ class Bench:
         }
 
     def scenario_consumer(self) -> None:
-        """A backlog read by a bare consumer, then applied by run_consumer three ways, each from
+        """A backlog read by a bare consumer, then applied by run_consumer four ways, each from
         a backlog of its own whose versions are above the one before: every run stores every
-        event (one that re-applied the same backlog would only be fenced off, which is cheaper)."""
+        event (one that re-applied the same backlog would only be fenced off, which is cheaper).
+        Three backlogs go round every post, so a batch holds each post at most once (nothing to
+        compact: the target's case); the fourth goes round HOT_KEYS posts only, so a batch of
+        5,000 holds ten versions of each and makes one cache write per post (compaction's case)."""
         events = self.args.events
-        rounds = 1 + events // len(self.ids)  # versions each backlog spans
+        rounds = 1 + events // len(self.ids)  # versions each backlog over every post spans
+        hot_ids = self.run_dir / "backlog-hot-ids.txt"
+        hot_ids.write_text("\n".join(self.ids[:HOT_KEYS]) + "\n")
         topics = []
-        for n in range(3):
+        # Versions far above any the write scenarios gave the posts (a backlog starting at 2 had
+        # a share of its events fenced off, which is cheaper than storing them).
+        backlogs = [(self.ids_file, BACKLOG_BASE_VERSION + n * rounds) for n in range(3)]
+        backlogs.append((hot_ids, BACKLOG_BASE_VERSION + 3 * rounds))
+        for n, (ids_file, base) in enumerate(backlogs):
             topic = f"bench.backlog.{int(time.time())}.{n}"
             log(f"consumer: producing a backlog of {events} events into {topic}")
             self.manage("create_topics", env={"KAFKA_EVENTS_TOPIC": topic, "KAFKA_DEAD_LETTER_TOPIC": topic + ".dlq"})
-            self._backlog("produce", topic, str(events), self.ids_file.as_posix(), str(n * rounds))
+            self._backlog("produce", topic, str(events), ids_file.as_posix(), str(base))
             topics.append(topic)
         raw = self._backlog("raw", topics[0], str(events))
         log(f"raw consume: {raw['events_per_s']:.0f} events/s; now run_consumer")
         applied = self._backlog("apply", topics[0], str(events))
         quiet = self._backlog("apply", topics[1], str(events), "1", env={"CONSUMER_LOG_EVENTS": "0"})
         two = self._backlog("apply", topics[2], str(events), "2")
+        hot = self._backlog("apply", topics[3], str(events))
         self.results["scenarios"]["consumer"] = {
             "events": events,
             "raw_consume": raw,
             "run_consumer": applied,
             "run_consumer_without_event_lines": quiet,
             "two_consumers": two,
+            "hot_keys": {"posts": min(HOT_KEYS, len(self.ids)), "run_consumer": hot},
             "ratio": applied["events_per_s"] / raw["events_per_s"],
         }
 
