@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import msgspec
 from django.conf import settings
 
-from cqrs_site.core.codec import fill_lock_key, high_water_key, value_decode, value_encode
+from cqrs_site.core.codec import fill_lock_key, high_water_key, value_decode, value_text
 from cqrs_site.core.metrics import CACHE_WRITES
 from cqrs_site.core.redis_client import redis_client
 
@@ -83,8 +83,9 @@ for i = 1, #writes, 7 do
   local stored = 0
   if version >= high then
     if kind == 'E' then
-      local current = redis.call('GET', key)
-      local held = current and tonumber(string.match(current, '^(%d+):'))
+      -- Only the version's digits (at most 19) and the colon: not the body, which Lua would copy.
+      -- A missing key reads as '' (no match: nothing held).
+      local held = tonumber(string.match(redis.call('GETRANGE', key, 0, 20), '^(%d+):'))
       if not held or held < version or (held == version and c == 1) then
         redis.call('SET', key, a, 'PX', b)
         stored = 1
@@ -210,14 +211,19 @@ def cache_pack(ops: Iterable[Entry | Member], *, rewrite_same_version: bool = Fa
     same = 1 if rewrite_same_version else 0
     lifetimes = ttls()
     most = lifetimes.feed_max_members
+    # A live entry's jittered lifetime (jittered_ms), with its constants worked out once per batch.
+    lowest = lifetimes.entry_seconds * 1000 * (1 - lifetimes.jitter)
+    spread = lifetimes.entry_seconds * 1000 * 2 * lifetimes.jitter
+    draw = random.random
     fields: list = []
+    add = fields.extend
     for op in ops:
         if type(op) is Entry:
-            value = value_encode(op.version, op.body).decode()
-            ttl = ttl_ms(op, lifetimes)
-            fields += ("E", op.key, op.fence or high_water_key(op.key), op.version, value, ttl, same)
+            ttl = ttl_ms(op, lifetimes) if op.body is None else int(lowest + spread * draw())
+            fence = op.fence or high_water_key(op.key)
+            add(("E", op.key, fence, op.version, value_text(op.version, op.body), ttl, same))
         else:
-            fields += ("M", op.feed, op.fence, op.version, op.member, str(op.score), most)
+            add(("M", op.feed, op.fence, op.version, op.member, str(op.score), most))
     return msgspec.msgpack.encode(fields) if fields else None
 
 

@@ -85,15 +85,16 @@ class EntryModel:
         return entry_key(self.aggregate, doc_id, self.view)
 
     def ops(self, state: dict, fence: str | None = None) -> list[Entry]:
+        return [self.entry(state, fence)]
+
+    def entry(self, state: dict, fence: str | None = None) -> Entry:
         """Every event changes an entry: the new state, or a tombstone for a deleted document.
         `fence`: the document's (document_fence), when the caller has it already."""
         doc_id = state["id"]
         fence = fence or document_fence(self.aggregate, doc_id)
         if state.get("deleted"):
-            return [Entry(self.key(doc_id), state["version"], None, fence)]
-        return [
-            Entry(self.key(doc_id), state["version"], json_bytes(self.shape(state) if self.shape else state), fence)
-        ]
+            return Entry(self.key(doc_id), state["version"], None, fence)
+        return Entry(self.key(doc_id), state["version"], json_bytes(self.shape(state) if self.shape else state), fence)
 
 
 @dataclass(frozen=True)
@@ -118,12 +119,16 @@ class FeedModel:
         return Member(self.key(partition), post_id, score, version, fence or document_fence(POST, post_id))
 
     def ops(self, state: dict, fence: str | None = None) -> list[Member]:
-        """A live post's place here (which feeds an event can change is feeds_changed_by's to
-        say). The state is the newest, whichever event made it."""
+        place = self.place(state, fence)
+        return [] if place is None else [place]
+
+    def place(self, state: dict, fence: str | None = None) -> Member | None:
+        """A live post's place here, None for a deleted one (which feeds an event can change is
+        feeds_changed_by's to say). The state is the newest, whichever event made it."""
         if state.get("deleted"):
-            return []
+            return None
         partition = state[self.per] if self.per else None
-        return [self.member(partition, state["id"], self.score(state), state["version"], fence)]
+        return self.member(partition, state["id"], self.score(state), state["version"], fence)
 
     def mongo_filter(self, partition: str | None = None) -> dict:
         # The partition's field first: the stand-in (SecantusDB) plans from the filter's first
@@ -156,7 +161,7 @@ def entries_for(aggregate: str, state: dict, fence: str | None = None) -> list[E
     if aggregate not in ENTRY_MODELS:
         raise ValueError(f"no read model for aggregate {aggregate!r}")
     fence = fence or document_fence(aggregate, state["id"])
-    return [entry for model in ENTRY_MODELS[aggregate] for entry in model.ops(state, fence=fence)]
+    return [model.entry(state, fence) for model in ENTRY_MODELS[aggregate]]
 
 
 def ops_for(aggregate: str, state: dict, event_types: frozenset[str] | None = None) -> list[Entry | Member]:
@@ -165,8 +170,12 @@ def ops_for(aggregate: str, state: dict, event_types: frozenset[str] | None = No
     this state), only what they can change; without (a fill), all. Entries first: they raise
     the fence the members are held to."""
     fence = document_fence(aggregate, state["id"])
-    members = [op for model in feeds_changed_by(aggregate, event_types) for op in model.ops(state, fence)]
-    return [*entries_for(aggregate, state, fence), *members]
+    ops: list[Entry | Member] = entries_for(aggregate, state, fence)
+    for feed in feeds_changed_by(aggregate, event_types):
+        place = feed.place(state, fence)
+        if place is not None:
+            ops.append(place)
+    return ops
 
 
 @functools.cache

@@ -117,6 +117,11 @@ def value_encode(version: int, body: bytes | None) -> bytes:
     return b"%d:%s" % (version, body or b"")
 
 
+def value_text(version: int, body: bytes | None) -> str:
+    """value_encode's bytes as text (for Redis's cmsgpack, which takes no binary; bodies are UTF-8)."""
+    return f"{version}:{body.decode()}" if body else f"{version}:"
+
+
 def value_decode(raw: bytes) -> tuple[int, bytes | None]:
     """(version, body), the body None for a tombstone."""
     version, _, body = raw.partition(b":")
