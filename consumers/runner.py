@@ -163,15 +163,15 @@ class ConsumerRunner:
         """Prepare one batch and hand it to the writer once the batch before is applied and
         committed; False when stopped before a batch could be applied."""
         items, done, decoded = [], [], []
+        decode = self.spec.handler.decode
         for message in messages:
-            error = message.error()
-            if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
-                    logger.warning("consume error: %s", error)
+            if message.error() is not None:
+                if message.error().code() != KafkaError._PARTITION_EOF:
+                    logger.warning("consume error: %s", message.error())
                 continue
             done.append(message)
             try:
-                items.append(self.spec.handler.decode(message.value()))
+                items.append(decode(message.value()))
                 decoded.append(message)
             except POISON as exc:
                 if not self._dead_letter(message, exc):
@@ -281,12 +281,9 @@ class ConsumerRunner:
 
     @staticmethod
     def _next_offsets(messages) -> dict[tuple[str, int], int]:
-        """(topic, partition) -> the offset after the batch's last message there."""
-        highest: dict[tuple[str, int], int] = {}
-        for message in messages:
-            key = (message.topic(), message.partition())
-            highest[key] = max(highest.get(key, -1), message.offset() + 1)
-        return highest
+        """(topic, partition) -> the offset after the batch's last message there (librdkafka
+        hands a partition's messages over in offset order: the last one seen is the highest)."""
+        return {(message.topic(), message.partition()): message.offset() + 1 for message in messages}
 
     def _record(self, offsets: dict[tuple[str, int], int]) -> None:
         """Note in Redis how far each partition was applied (held against the broker on assignment)."""

@@ -58,16 +58,29 @@ def log_many(logger: logging.Logger, message: str, rows: list[dict]) -> None:
     head = {"ts": _now_iso(), "level": "INFO", "logger": logger.name, "message": message}
     # The fields every line shares are rendered once; each row's are spliced in after them.
     opening = orjson.dumps(head)[:-1] + b","
-    text = b"".join(
-        opening + orjson.dumps(row, default=str)[1:] + b"\n"
-        if row and head.keys().isdisjoint(row)
-        else orjson.dumps({**head, **row}, default=str) + b"\n"
-        for row in rows
-    ).decode()
+    lines = b"".join(
+        [
+            opening + orjson.dumps(row, default=str, option=orjson.OPT_APPEND_NEWLINE)[1:]
+            if row and head.keys().isdisjoint(row)
+            else orjson.dumps({**head, **row}, default=str, option=orjson.OPT_APPEND_NEWLINE)
+            for row in rows
+        ]
+    )
     for handler in handlers:
         with handler.lock:
-            handler.stream.write(text)
+            _write_lines(handler.stream, lines)
             handler.flush()
+
+
+def _write_lines(stream, lines: bytes) -> None:
+    """UTF-8 lines onto a text stream: straight into its byte buffer when it has one (after what
+    the text layer holds), not decoded to be encoded again."""
+    buffer = getattr(stream, "buffer", None)
+    if buffer is None or (getattr(stream, "encoding", "") or "").lower().replace("-", "") != "utf8":
+        stream.write(lines.decode())
+        return
+    stream.flush()
+    buffer.write(lines)
 
 
 def _now_iso() -> str:

@@ -8,6 +8,9 @@ route /metrics: Prometheus scrapes every instance directly.
 """
 
 import os
+from bisect import bisect_left
+from collections import Counter as Tally
+from collections.abc import Iterable
 
 from prometheus_client import (
     REGISTRY,
@@ -154,6 +157,22 @@ WRITE_TO_APPLY_SECONDS = Histogram(
     "the design trades for speed. Operator replays are not counted.",
     buckets=STALENESS_BUCKETS,
 )
+
+
+def observe_many(histogram: Histogram, amounts: Iterable[float]) -> None:
+    """`histogram.observe(amount)` for each amount, but one increment per bucket: the consumer
+    observes every event of a batch of thousands, and an observe() each cost it a twentieth of
+    its time (measured). Uses prometheus_client's own fields (_upper_bounds, _buckets, _sum);
+    tests/unit/site/test_metrics.py holds it to observe(), so an upgrade that changes them fails there."""
+    amounts = list(amounts)
+    if not amounts:
+        return
+    histogram._raise_if_not_observable()
+    histogram._sum.inc(sum(amounts))
+    bounds, buckets = histogram._upper_bounds, histogram._buckets
+    # observe() counts an amount in the first bucket whose bound is at least it; the last is +Inf.
+    for index, count in Tally(bisect_left(bounds, amount) for amount in amounts).items():
+        buckets[index].inc(count)
 
 
 def multiprocess_dir() -> str | None:

@@ -1,5 +1,6 @@
 """Structured logs: one JSON object per line, with the current request id."""
 
+import io
 import json
 import logging
 
@@ -48,23 +49,38 @@ def test_a_well_formed_request_id_is_kept():
     request_id_clear()
 
 
-def test_log_many_writes_a_json_line_per_row_beside_the_shared_fields():
-    import io
+def byte_buffered() -> io.TextIOWrapper:
+    """A stream like sys.stderr: text over a byte buffer, holding what was written to it."""
+    return io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=False)
 
+
+def written(stream) -> str:
+    stream.flush()
+    return stream.buffer.getvalue().decode() if hasattr(stream, "buffer") else stream.getvalue()
+
+
+@pytest.mark.parametrize("make_stream", [io.StringIO, byte_buffered], ids=["text", "bytes-underneath"])
+def test_log_many_writes_a_json_line_per_row_beside_the_shared_fields(make_stream):
     from cqrs_site.core.logs import log_many
 
-    stream = io.StringIO()
+    stream = make_stream()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("cqrs.test.many")
+    # A logger of its own per run: pytest's capture handlers join a logger it has seen log.
+    name = f"cqrs.test.many.{make_stream.__name__}"
+    logger = logging.getLogger(name)
     logger.addHandler(handler)
     logger.propagate, logger.level = False, logging.INFO
     try:
+        logger.info("before")  # through the text layer: it must come out first
         log_many(logger, "event applied", [{"offset": 1, "key": "a\nb"}, {}, {"message": "its own", "offset": 3}])
+        log_many(logger, "event applied", [{"key": "café"}])
     finally:
         logger.removeHandler(handler)
-    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
-    assert [line.get("offset") for line in lines] == [1, None, 3]
-    assert [line["message"] for line in lines] == ["event applied", "event applied", "its own"]
-    assert all(line["logger"] == "cqrs.test.many" and line["level"] == "INFO" for line in lines)
+    before, *lines = [json.loads(line) for line in written(stream).splitlines()]
+    assert before["message"] == "before"
+    assert [line.get("offset") for line in lines] == [1, None, 3, None]
+    assert [line["message"] for line in lines] == ["event applied", "event applied", "its own", "event applied"]
+    assert lines[3]["key"] == "café"
+    assert all(line["logger"] == name and line["level"] == "INFO" for line in lines)
     assert lines[0]["key"] == "a\nb" and lines[0]["ts"] == lines[2]["ts"]
