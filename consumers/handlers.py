@@ -8,7 +8,9 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from cqrs_site.core.metrics import WRITE_TO_APPLY_SECONDS
+from django.conf import settings
+
+from cqrs_site.core.metrics import WRITE_TO_APPLY_SECONDS, observe_many
 from reads.cache import cache_apply_packed, cache_pack, count_writes
 from reads.models import ops_for
 from writes.aggregates import REPLAY_TYPES, event_decode
@@ -17,10 +19,10 @@ from writes.events import Event
 
 @dataclass(frozen=True, slots=True)
 class CacheWrites:
-    """A batch's cache writes, packed for the script, and when each of its events (replays
-    aside) was committed."""
+    """A batch's cache writes, packed for the script (one call each, in order), and when each
+    of its events (replays aside) was committed."""
 
-    packed: bytes | None
+    calls: list[bytes]
     committed_at: list[float]
 
 
@@ -41,24 +43,33 @@ class CacheProjection:
             if held is None or event.version > held.version:
                 newest[document] = event
             kinds.setdefault(document, set()).add(event.type)
-        ops = [
-            op
-            for document, event in newest.items()
-            for op in ops_for(event.aggregate, event.state, frozenset(kinds[document]))
-        ]
+        most, calls, ops = settings.CONSUMER_WRITES_PER_CALL, [], []
+        for document, event in newest.items():
+            writes = ops_for(event.aggregate, event.state, frozenset(kinds[document]))
+            if ops and len(ops) + len(writes) > most:
+                calls.append(cache_pack(ops))
+                ops = []
+            ops += writes
+        if ops:
+            calls.append(cache_pack(ops))
         # A replay's occurred_at is when the operator ran it, not a write's commit.
         committed_at = [
             datetime.fromisoformat(event.occurred_at).timestamp() for event in events if event.type not in REPLAY_TYPES
         ]
-        return CacheWrites(cache_pack(ops), committed_at)
+        return CacheWrites(calls, committed_at)
 
     def write(self, writes: CacheWrites) -> tuple[list[int], float]:
-        """One script call for the batch: its results, and when it was applied."""
-        return cache_apply_packed(writes.packed), time.time()
+        """The batch's script calls, in order: their results, and when the last was applied. A
+        failure retries them all; those applied already are refused by their fences."""
+        results = []
+        for packed in writes.calls:
+            results += cache_apply_packed(packed)
+        return results, time.time()
 
     def written(self, writes: CacheWrites, outcome: tuple[list[int], float]) -> None:
         """Count the batch's cache writes and how long its events took from commit to cache."""
         results, applied_at = outcome
         count_writes("consumer", results)
-        for committed_at in writes.committed_at:
-            WRITE_TO_APPLY_SECONDS.observe(max(applied_at - committed_at, 0.0))
+        observe_many(
+            WRITE_TO_APPLY_SECONDS, [max(applied_at - committed_at, 0.0) for committed_at in writes.committed_at]
+        )

@@ -105,3 +105,40 @@ def test_a_stopped_consumer_finishes_the_batch_being_written_and_commits_it():
     assert cache_get(user_key(user_id)).version == 1
     # One batch, written once (events of an earlier test may share it), and committed.
     assert [call for call, _ in handler.calls] == ["prepare", "write"] and len(committed) == 1
+
+
+def test_a_batch_goes_to_redis_in_calls_of_bounded_size_each_holding_whole_documents(settings):
+    """CONSUMER_WRITES_PER_CALL bounds how long one script call holds Redis; a document's writes
+    (its entries and its feed places) always share one call, and every call is applied."""
+    import msgspec
+    from bson import ObjectId
+
+    from cqrs_site.core.codec import post_key
+    from writes.aggregates import event_from_outbox
+    from writes.events import POST, POST_CREATED, POST_REACTED, outbox_entry, utc_now
+    from writes.services import post_document
+
+    author, now = ObjectId(), utc_now()
+    documents = [post_document(author=author, title=f"chunk {n}", content="C", now=now) for n in range(5)]
+    created = [event_from_outbox(outbox_entry(event_type=POST_CREATED, aggregate=POST, state=d)) for d in documents]
+    liked = event_from_outbox(
+        outbox_entry(event_type=POST_REACTED, aggregate=POST, state={**documents[0], "like_count": 1, "version": 2})
+    )
+    handler = CacheProjection()
+    # A created post makes 5 writes (its two entries, its places in three feeds): 2 a call at 12.
+    settings.CONSUMER_WRITES_PER_CALL = 12
+    writes = handler.prepare([*created, liked])  # the like supersedes the first post's creation
+    calls = [msgspec.msgpack.decode(packed) for packed in writes.calls]
+    assert [len(call) // 7 for call in calls] == [10, 10, 5]
+    fences = [{call[i + 2] for i in range(0, len(call), 7)} for call in calls]
+    assert [len(f) for f in fences] == [2, 2, 1] and not (fences[0] & fences[1] or fences[1] & fences[2])
+
+    results, _ = handler.write(writes)
+    kinds = [call[i] for call in calls for i in range(0, len(call), 7)]
+    assert len(results) == 25  # every call applied; a place counts only in a feed that is cached
+    assert [stored for kind, stored in zip(kinds, results, strict=True) if kind == "E"] == [1] * 10
+    versions = [cache_get(post_key(str(d["_id"]))).version for d in documents]
+    assert versions == [2, 1, 1, 1, 1]
+
+    settings.CONSUMER_WRITES_PER_CALL = 1  # fewer than one document's writes: a call each
+    assert len(handler.prepare(created).calls) == 5
