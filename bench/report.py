@@ -121,6 +121,13 @@ def markdown(results: dict) -> str:
             f"{consumer['two_consumers']['events_per_s']:,.0f}/s with two), raw consume "
             f"{consumer['raw_consume']['events_per_s']:,.0f}/s (ratio {consumer['ratio']:.2f})."
         )
+        applied = consumer["run_consumer"]
+        if "consumer_cpu_s" in applied:
+            lines.append(
+                f"Where run_consumer's {applied['seconds']:.3f} s went: its own CPU {applied['consumer_cpu_s']:.2f} s "
+                f"(librdkafka's threads included), Redis's apply script {applied['redis_script_s']:.2f} s; "
+                f"the raw consume took {consumer['raw_consume']['seconds']:.3f} s."
+            )
         hot = consumer.get("hot_keys")
         if hot:
             lines.append(

@@ -633,9 +633,11 @@ class Bench:
         """A backlog read by a bare consumer, then applied by run_consumer four ways, each from
         a backlog of its own whose versions are above the one before: every run stores every
         event (one that re-applied the same backlog would only be fenced off, which is cheaper).
-        Three backlogs go round every post, so a batch holds each post at most once (nothing to
-        compact: the target's case); the fourth goes round HOT_KEYS posts only, so a batch of
-        5,000 holds ten versions of each and makes one cache write per post (compaction's case)."""
+        Three backlogs go round every post (the target's case): a partition holds a sixth of the
+        posts, so a batch of 5,000 from one partition holds up to three versions of a post, and
+        the 50,000 events make about 27,700 documents' cache writes (counted in Redis, 2026-11-28);
+        the fourth goes round HOT_KEYS posts only, so a batch holds ten versions of each and makes
+        one cache write per post (compaction's case)."""
         events = self.args.events
         rounds = 1 + events // len(self.ids)  # versions each backlog over every post spans
         hot_ids = self.run_dir / "backlog-hot-ids.txt"
