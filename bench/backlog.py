@@ -120,13 +120,15 @@ def apply(topic: str, count: int, consumers: str = "1") -> None:
             if any(p.poll() is not None for p in processes) or time.monotonic() > deadline:
                 raise SystemExit("run_consumer did not join its group")
             time.sleep(0.005)
-        started = time.perf_counter()
+        # From the moment the first consumer was assigned its partitions (its ready file's
+        # time), as `raw` is timed from its assignment.
+        started = min(ready.stat().st_mtime for ready in folder.glob("*.ready"))
         scripts_before, cpu_before = _script_seconds(), _cpu_seconds(processes)
         committed = 0
         while committed < count and time.monotonic() < deadline:
             time.sleep(POLL_SECONDS)
             committed = sum(max(tp.offset, 0) for tp in watcher.committed(partitions, timeout=10))
-        seconds = time.perf_counter() - started
+        seconds = time.time() - started
         # Where the time went: the consumers' CPU (their librdkafka threads included) and
         # Redis's time in the cache's apply script, over the same span.
         cpu, scripts = _cpu_seconds(processes) - cpu_before, _script_seconds() - scripts_before
