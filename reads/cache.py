@@ -54,10 +54,12 @@ APPLY_SCRIPT = (
     + """
 -- ARGV[1]: the fences' TTL (ms). ARGV[2]: the writes, one MessagePack array of their fields
 -- in a row (Redis's cmsgpack decodes it in C), each write's in order:
---   'E', key, fence, version, value, ttl_ms, rewrite (1: an equal version may be rewritten: a repair)
---   'M', feed, fence, version, member, score (text), max_members
+--   'E', key, fence, version, value, ttl_ms
+--   'M', feed, fence, version, member, score (text)
+-- ARGV[3]: 1 if an entry may be rewritten at an equal version (a repair). ARGV[4]: a feed's
+-- most members.
 local writes = cmsgpack.unpack(ARGV[2])
-local results, fence_ttl = {}, ARGV[1]
+local results, fence_ttl, rewrite, most = {}, ARGV[1], ARGV[3] == '1', tonumber(ARGV[4])
 -- What this call has read or written already: each fence's value (a post's entries and its
 -- places share one), and each feed's state and size (nothing else changes them meanwhile).
 local fences, feeds = {}, {}
@@ -75,9 +77,9 @@ local function feed_of(key)
   end
   return feed
 end
-for i = 1, #writes, 7 do
+for i = 1, #writes, 6 do  -- FIELDS_PER_WRITE
   local kind, key, fence, version = writes[i], writes[i + 1], writes[i + 2], writes[i + 3]
-  local a, b, c = writes[i + 4], writes[i + 5], writes[i + 6]
+  local a, b = writes[i + 4], writes[i + 5]
   local high = fences[fence] or tonumber(redis.call('GET', fence) or '0')
   fences[fence] = high
   local stored = 0
@@ -86,14 +88,14 @@ for i = 1, #writes, 7 do
       -- Only the version's digits (at most 19) and the colon: not the body, which Lua would copy.
       -- A missing key reads as '' (no match: nothing held).
       local held = tonumber(string.match(redis.call('GETRANGE', key, 0, 20), '^(%d+):'))
-      if not held or held < version or (held == version and c == 1) then
+      if not held or held < version or (held == version and rewrite) then
         redis.call('SET', key, a, 'PX', b)
         stored = 1
       end
     else
       local feed = feed_of(key)
       if feed then
-        local member, score, most = a, tonumber(b), c
+        local member, score = a, tonumber(b)
         if not (feed.cut_score and at_or_below(score, member, feed.cut_score, feed.cut_member)) then
           feed.size = feed.size + redis.call('ZADD', key, b, member)
           stored = 1
@@ -192,13 +194,17 @@ def cache_apply(
     write stored, 0 per write refused (fenced off, or a member of a feed that is not cached).
     `writer` (fill, consumer, repair, warm) labels cqrs_cache_writes_total; `rewrite_same_version`
     is for repairs only; `client` may be a pipeline (the call is then queued on it)."""
-    results = cache_apply_packed(cache_pack(ops, rewrite_same_version=rewrite_same_version), client=client)
+    results = cache_apply_packed(cache_pack(ops), rewrite_same_version=rewrite_same_version, client=client)
     if client is None:
         count_writes(writer, results)
     return results
 
 
-def cache_pack(ops: Iterable[Entry | Member], *, rewrite_same_version: bool = False) -> bytes | None:
+# Each write's fields in cache_pack's array: the apply script's stride.
+FIELDS_PER_WRITE = 6
+
+
+def cache_pack(ops: Iterable[Entry | Member]) -> bytes | None:
     """Cache writes as the apply script takes them (None: no write). The consumer packs a batch
     on its consuming thread and leaves its writer thread nothing but the call.
 
@@ -208,9 +214,7 @@ def cache_pack(ops: Iterable[Entry | Member], *, rewrite_same_version: bool = Fa
     batch touches keys in many hash slots, so it is a single-node script either way. Redis 7.0's
     cmsgpack does not take MessagePack's binary type: values travel as text (the bodies are
     UTF-8 JSON)."""
-    same = 1 if rewrite_same_version else 0
     lifetimes = ttls()
-    most = lifetimes.feed_max_members
     # A live entry's jittered lifetime (jittered_ms), with its constants worked out once per batch.
     lowest = lifetimes.entry_seconds * 1000 * (1 - lifetimes.jitter)
     spread = lifetimes.entry_seconds * 1000 * 2 * lifetimes.jitter
@@ -221,17 +225,19 @@ def cache_pack(ops: Iterable[Entry | Member], *, rewrite_same_version: bool = Fa
         if type(op) is Entry:
             ttl = ttl_ms(op, lifetimes) if op.body is None else int(lowest + spread * draw())
             fence = op.fence or high_water_key(op.key)
-            add(("E", op.key, fence, op.version, value_text(op.version, op.body), ttl, same))
+            add(("E", op.key, fence, op.version, value_text(op.version, op.body), ttl))
         else:
-            add(("M", op.feed, op.fence, op.version, op.member, str(op.score), most))
+            add(("M", op.feed, op.fence, op.version, op.member, str(op.score)))
     return msgspec.msgpack.encode(fields) if fields else None
 
 
-def cache_apply_packed(packed: bytes | None, *, client=None) -> list[int]:
+def cache_apply_packed(packed: bytes | None, *, rewrite_same_version: bool = False, client=None) -> list[int]:
     """Run the apply script over writes packed by cache_pack: 1 per write stored, 0 per refused."""
     if packed is None:
         return []
-    return script("apply", APPLY_SCRIPT)(keys=[], args=[ttls().fence_ms, packed], client=client or redis_client())
+    lifetimes = ttls()
+    args = [lifetimes.fence_ms, packed, 1 if rewrite_same_version else 0, lifetimes.feed_max_members]
+    return script("apply", APPLY_SCRIPT)(keys=[], args=args, client=client or redis_client())
 
 
 def count_writes(writer: str, results: list[int]) -> None:

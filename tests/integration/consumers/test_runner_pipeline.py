@@ -114,6 +114,7 @@ def test_a_batch_goes_to_redis_in_calls_of_bounded_size_each_holding_whole_docum
     from bson import ObjectId
 
     from cqrs_site.core.codec import post_key
+    from reads.cache import FIELDS_PER_WRITE
     from writes.aggregates import event_from_outbox
     from writes.events import POST, POST_CREATED, POST_REACTED, outbox_entry, utc_now
     from writes.services import post_document
@@ -129,12 +130,12 @@ def test_a_batch_goes_to_redis_in_calls_of_bounded_size_each_holding_whole_docum
     settings.CONSUMER_WRITES_PER_CALL = 12
     writes = handler.prepare([*created, liked])  # the like supersedes the first post's creation
     calls = [msgspec.msgpack.decode(packed) for packed in writes.calls]
-    assert [len(call) // 7 for call in calls] == [10, 10, 5]
-    fences = [{call[i + 2] for i in range(0, len(call), 7)} for call in calls]
+    assert [len(call) // FIELDS_PER_WRITE for call in calls] == [10, 10, 5]
+    fences = [{call[i + 2] for i in range(0, len(call), FIELDS_PER_WRITE)} for call in calls]
     assert [len(f) for f in fences] == [2, 2, 1] and not (fences[0] & fences[1] or fences[1] & fences[2])
 
     results, _ = handler.write(writes)
-    kinds = [call[i] for call in calls for i in range(0, len(call), 7)]
+    kinds = [call[i] for call in calls for i in range(0, len(call), FIELDS_PER_WRITE)]
     assert len(results) == 25  # every call applied; a place counts only in a feed that is cached
     assert [stored for kind, stored in zip(kinds, results, strict=True) if kind == "E"] == [1] * 10
     versions = [cache_get(post_key(str(d["_id"]))).version for d in documents]
