@@ -2,9 +2,10 @@
 
 - Batches: `consume(n)`, then the handler applies the whole batch at once, in two steps: it
   prepares the writes (decoding, compacting: Python) on the consuming thread, and writes them
-  (one script call: Redis's time) on a thread of its own, while the consuming thread fetches
+  (script calls: Redis's time) on a thread of its own, while the consuming thread fetches
   and prepares the next batch. One batch is written at a time, in order; the next is handed
-  over only once the one before is applied and committed.
+  over only once the one before is applied and committed. The one before's metrics and event
+  lines are done after the handover, while Redis writes the next.
 - Offsets are stored and committed only after the batch is applied; a crash replays it, which
   is harmless because handlers are idempotent (version-fenced).
 - A message the handler cannot decode, or whose event it cannot prepare a write from, is
@@ -185,9 +186,12 @@ class ConsumerRunner:
             items, decoded = kept
             writes = self.spec.handler.prepare(items)
         batch = _Batch(self._next_offsets(done), decoded, items, writes)
-        if not self._settle():
+        written = self._commit_written()
+        if written is False:
             return False
         self._writing = (self._writer.submit(self._write, batch), batch)
+        if written is not None:
+            self._account(*written)  # the batch before's metrics and lines, while Redis works
         return True
 
     def _preparable(self, events, messages) -> tuple[list, list] | None:
@@ -210,19 +214,35 @@ class ConsumerRunner:
     def _settle(self) -> bool:
         """Wait for the batch being written, then commit it, count it and log it; False when it
         could not be applied (the consumer was stopped while retrying it)."""
+        done = self._commit_written()
+        if done is False:
+            return False
+        if done is not None:
+            self._account(*done)
+        return True
+
+    def _commit_written(self):
+        """Wait for the batch being written, then note and commit its offsets: (the batch, the
+        handler's outcome); None if no batch was being written; False when it could not be
+        applied (the consumer was stopped while retrying it). Both talk to a server, so they
+        come before the next batch is handed over: a call to Redis would queue behind its script."""
         if self._writing is None:
-            return True
+            return None
         future, batch = self._writing
         self._writing = None
         outcome = future.result()
         if outcome is None:
             return False
-        self.spec.handler.written(batch.writes, outcome)
-        self.applied += len(batch.decoded)
         self._record(batch.offsets)
         self._commit(batch.offsets)
+        return batch, outcome
+
+    def _account(self, batch: _Batch, outcome) -> None:
+        """A committed batch's metrics and its event lines (Python only: done while the next
+        batch is being written, when there is one)."""
+        self.spec.handler.written(batch.writes, outcome)
+        self.applied += len(batch.decoded)
         self._applied(batch.decoded, batch.events)
-        return True
 
     def _applied(self, messages, events) -> None:
         """Count and log (a line per event: its id, type, the request id of the write that made
