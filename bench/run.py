@@ -635,7 +635,7 @@ class Bench:
         event (one that re-applied the same backlog would only be fenced off, which is cheaper).
         Three backlogs go round every post (the target's case): a partition holds a sixth of the
         posts, so a batch of 5,000 from one partition holds up to three versions of a post, and
-        the 50,000 events make about 27,700 documents' cache writes (counted in Redis, 2026-11-28);
+        the 50,000 events make 27,100-27,700 documents' cache writes (counted in Redis, 2026-11-28);
         the fourth goes round HOT_KEYS posts only, so a batch holds ten versions of each and makes
         one cache write per post (compaction's case)."""
         events = self.args.events

@@ -166,9 +166,10 @@ class ConsumerRunner:
         items, done, decoded = [], [], []
         decode = self.spec.handler.decode
         for message in messages:
-            if message.error() is not None:
-                if message.error().code() != KafkaError._PARTITION_EOF:
-                    logger.warning("consume error: %s", message.error())
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    logger.warning("consume error: %s", error)
                 continue
             done.append(message)
             try:

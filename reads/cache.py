@@ -171,20 +171,21 @@ def ttls() -> Ttls:
     )
 
 
-def ttl_ms(entry: Entry, lifetimes: Ttls) -> int:
-    """An entry's lifetime: jittered for a live one, fixed for a tombstone (`lifetimes`: ttls(),
-    read once by the caller for a whole batch)."""
-    if entry.body is None:
-        return ABSENT_TTL_MS if entry.version == 0 else lifetimes.tombstone_ms
-    return jittered_ms(lifetimes.entry_seconds, lifetimes.jitter)
+def tombstone_ms(entry: Entry, lifetimes: Ttls) -> int:
+    """A tombstone's lifetime, fixed (a live entry's is jittered: jitter_span)."""
+    return ABSENT_TTL_MS if entry.version == 0 else lifetimes.tombstone_ms
+
+
+def jitter_span(seconds: float, jitter: float) -> tuple[float, float]:
+    """A jittered TTL as (lowest, spread) in ms: the TTL is lowest + spread * random.random()."""
+    return seconds * 1000 * (1 - jitter), seconds * 1000 * 2 * jitter
 
 
 def jittered_ms(seconds: float, jitter: float | None = None) -> int:
     """A TTL with jitter (CQRS_CACHE_TTL_JITTER unless given), so entries filled together do not
     expire together."""
-    if jitter is None:
-        jitter = ttls().jitter
-    return int(seconds * 1000 * (1 - jitter + 2 * jitter * random.random()))
+    lowest, spread = jitter_span(seconds, ttls().jitter if jitter is None else jitter)
+    return int(lowest + spread * random.random())
 
 
 def cache_apply(
@@ -215,15 +216,14 @@ def cache_pack(ops: Iterable[Entry | Member]) -> bytes | None:
     cmsgpack does not take MessagePack's binary type: values travel as text (the bodies are
     UTF-8 JSON)."""
     lifetimes = ttls()
-    # A live entry's jittered lifetime (jittered_ms), with its constants worked out once per batch.
-    lowest = lifetimes.entry_seconds * 1000 * (1 - lifetimes.jitter)
-    spread = lifetimes.entry_seconds * 1000 * 2 * lifetimes.jitter
+    # A live entry's jittered lifetime (jittered_ms), its span worked out once per batch.
+    lowest, spread = jitter_span(lifetimes.entry_seconds, lifetimes.jitter)
     draw = random.random
     fields: list = []
     add = fields.extend
     for op in ops:
         if type(op) is Entry:
-            ttl = ttl_ms(op, lifetimes) if op.body is None else int(lowest + spread * draw())
+            ttl = tombstone_ms(op, lifetimes) if op.body is None else int(lowest + spread * draw())
             fence = op.fence or high_water_key(op.key)
             add(("E", op.key, fence, op.version, value_text(op.version, op.body), ttl))
         else:

@@ -1,7 +1,7 @@
 """The read models: what the cache holds, each declared once.
 
 A read model says which aggregate feeds it, where it lives in Redis, what an aggregate's state
-makes of it (`ops`: cache writes, applied through the version fence by reads/cache.py), which
+makes of it (`entry`, `place`: cache writes, applied through the version fence by reads/cache.py), which
 events change it, and how it is built from MongoDB. Everything that writes or checks the cache
 works from these declarations: the consumer (an event's state), the read-through fills (a
 MongoDB document), warm_cache, check_consistency, the continuous inspector and the admin's
@@ -84,9 +84,6 @@ class EntryModel:
     def key(self, doc_id: str) -> str:
         return entry_key(self.aggregate, doc_id, self.view)
 
-    def ops(self, state: dict, fence: str | None = None) -> list[Entry]:
-        return [self.entry(state, fence)]
-
     def entry(self, state: dict, fence: str | None = None) -> Entry:
         """Every event changes an entry: the new state, or a tombstone for a deleted document.
         `fence`: the document's (document_fence), when the caller has it already."""
@@ -117,10 +114,6 @@ class FeedModel:
     def member(self, partition: str | None, post_id: str, score: int, version: int, fence: str | None = None) -> Member:
         """A post's place here, fenced by the post's version high-water mark."""
         return Member(self.key(partition), post_id, score, version, fence or document_fence(POST, post_id))
-
-    def ops(self, state: dict, fence: str | None = None) -> list[Member]:
-        place = self.place(state, fence)
-        return [] if place is None else [place]
 
     def place(self, state: dict, fence: str | None = None) -> Member | None:
         """A live post's place here, None for a deleted one (which feeds an event can change is

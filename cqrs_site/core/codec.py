@@ -113,12 +113,9 @@ def key_parse(key: str | bytes) -> EntryKey | None:
 # --- Cache values ------------------------------------------------------------------------------
 
 
-def value_encode(version: int, body: bytes | None) -> bytes:
-    return b"%d:%s" % (version, body or b"")
-
-
 def value_text(version: int, body: bytes | None) -> str:
-    """value_encode's bytes as text (for Redis's cmsgpack, which takes no binary; bodies are UTF-8)."""
+    """A value as the apply script is handed it: text, for Redis 7.0's cmsgpack takes no binary
+    (bodies are UTF-8 JSON); Redis stores its UTF-8 bytes, `b"<version>:<body>"`."""
     return f"{version}:{body.decode()}" if body else f"{version}:"
 
 

@@ -74,10 +74,10 @@ def test_a_posts_entries_and_places_share_one_fence(settings):
     }
     fences = {op.fence for op in ops_for("post", state)}
     assert fences == {high_water_key(entry_key("post", post_id))}
-    cache_put(POST_ENTRY.ops(state), writer="consumer")
+    cache_put([POST_ENTRY.entry(state)], writer="consumer")
     assert redis_client().get(high_water_key(entry_key("post", post_id))) == b"6"
-    older_likes = POST_LIKES.ops({**state, "like_count": 3, "version": 5})
+    older_likes = [POST_LIKES.entry({**state, "like_count": 3, "version": 5})]
     assert cache_put(older_likes, writer="fill") == [0]
     assert cache_get(POST_LIKES.key(post_id)) is None
-    assert cache_put(POST_LIKES.ops(state), writer="fill") == [1]  # the same version is taken
+    assert cache_put([POST_LIKES.entry(state)], writer="fill") == [1]  # the same version is taken
     assert not redis_client().exists(high_water_key(POST_LIKES.key(post_id)))  # no fence of its own
