@@ -49,6 +49,9 @@ local function at_or_below(score, member, cut_score, cut_member)
 end
 """
 
+# Each write's fields in cache_pack's array: the apply script's stride.
+FIELDS_PER_WRITE = 6
+
 APPLY_SCRIPT = (
     FEED_LUA
     + """
@@ -77,7 +80,9 @@ local function feed_of(key)
   end
   return feed
 end
-for i = 1, #writes, 6 do  -- FIELDS_PER_WRITE
+for i = 1, #writes, """
+    + str(FIELDS_PER_WRITE)
+    + """ do
   local kind, key, fence, version = writes[i], writes[i + 1], writes[i + 2], writes[i + 3]
   local a, b = writes[i + 4], writes[i + 5]
   local high = fences[fence] or tonumber(redis.call('GET', fence) or '0')
@@ -199,10 +204,6 @@ def cache_apply(
     if client is None:
         count_writes(writer, results)
     return results
-
-
-# Each write's fields in cache_pack's array: the apply script's stride.
-FIELDS_PER_WRITE = 6
 
 
 def cache_pack(ops: Iterable[Entry | Member]) -> bytes | None:
