@@ -102,30 +102,34 @@ def post_create(*, user_id: str, title: str, content: str) -> dict:
 
 
 def _post_change(post_id: str, event_type: str, changes: dict, expected_version: int | list[int] | None = None) -> dict:
-    """Apply `changes` (aggregation expressions) to a live post, raise its version and append
-    its event, all in one atomic update. NotFound for an unknown or deleted post; VersionConflict
-    when `expected_version` is given (a version, or a list of them: If-Match's) and the post is
-    at none of them (optimistic concurrency)."""
+    """Apply `changes` (aggregation expressions over the post as it was) to a live post, raise its
+    version and append its event, all in one atomic update. NotFound for an unknown or deleted
+    post; VersionConflict when `expected_version` is given (a version, or a list of them:
+    If-Match's) and the post is at none of them (optimistic concurrency)."""
     oid = object_id(post_id)
     if oid is None:
         raise NotFound("No post has this id.")
-    match = {"_id": oid, "deleted": False}
+    # Whether the change applies is decided inside the update, which matches the post by `_id`
+    # alone: SecantusDB finds a document by a filter of `_id` only by its key, and spends 0.5 ms
+    # more finding it by `_id` and `deleted` (measured at 10,000 posts), a quarter of a like's
+    # update. A post it does not apply to is left as it was (modified_count 0).
+    applies = {"$eq": ["$deleted", False]}
     if isinstance(expected_version, list):
-        match["version"] = {"$in": expected_version}
+        applies = {"$and": [applies, {"$in": ["$version", expected_version]}]}
     elif expected_version is not None:
-        match["version"] = expected_version
-    # The event's state is copied from the updated fields by the same atomic update ($field refs).
-    event = outbox_entry(event_type=event_type, aggregate=POST, state={f: f"${f}" for f in POST_AGGREGATE.fields})
-    pipeline = [
-        {"$set": {**changes, "version": {"$add": ["$version", 1]}, "updated_at": "$$NOW"}},
-        {"$set": {"outbox": {"$concatArrays": [{"$ifNull": ["$outbox", []]}, [event]]}}},
-    ]
+        applies = {"$and": [applies, {"$eq": ["$version", expected_version]}]}
+    fields = {**changes, "version": {"$add": ["$version", 1]}, "updated_at": "$$NOW"}
+    # The event's state is computed by the same atomic update: each field's new value.
+    state = {name: fields.get(name, f"${name}") for name in POST_AGGREGATE.fields}
+    event = outbox_entry(event_type=event_type, aggregate=POST, state=state)
+    fields["outbox"] = {"$concatArrays": [{"$ifNull": ["$outbox", []]}, [event]]}
+    pipeline = [{"$replaceWith": {"$cond": [applies, {"$mergeObjects": ["$$ROOT", fields]}, "$$ROOT"]}}]
     posts = POST_AGGREGATE.collection()
     # update_one, then our own event read back by its id, rather than find_one_and_update:
     # SecantusDB runs findAndModify as a scan of the collection (100 ms at 10,000 posts, against
     # 1.5 ms for these two). The event holds exactly the state this update produced, whatever
     # other writes did since, and stays in the outbox until this request publishes it.
-    if posts.update_one(match, pipeline).matched_count == 1:
+    if posts.update_one({"_id": oid}, pipeline).modified_count == 1:
         mine = {"outbox": {"$elemMatch": {"event_id": event["event_id"]}}}
         stored = posts.find_one({"_id": oid}, mine)
         entries = (stored or {}).get("outbox") or []
