@@ -2,10 +2,10 @@
 
 A read model says which aggregate feeds it, where it lives in Redis, what an aggregate's state
 makes of it (`entry`, `place`: cache writes, applied through the version fence by
-reads/cache.py), which events change it, and how it is built from MongoDB. Everything that writes or checks the cache
-works from these declarations: the consumer (an event's state), the read-through fills (a
-MongoDB document), warm_cache, check_consistency, the continuous inspector and the admin's
-cache panel. The consumer and the fills build their writes from the same state with the same
+reads/cache.py), which events change it, and how it is built from MongoDB. Everything that
+writes or checks the cache works from these declarations: the consumer (an event's state), the
+read-through fills (a MongoDB document), warm_cache, check_consistency, the continuous inspector
+and the admin's cache panel. The consumer and the fills build their writes from the same state with the same
 functions, so the cache and the MongoDB fallback cannot disagree.
 
 Two kinds:
