@@ -637,7 +637,9 @@ class Bench:
         posts, so a batch of 5,000 from one partition holds up to three versions of a post, and
         the 50,000 events make 27,100-27,700 documents' cache writes (counted in Redis, 2026-11-28);
         the fourth goes round HOT_KEYS posts only, so a batch holds ten versions of each and makes
-        one cache write per post (compaction's case)."""
+        one cache write per post (compaction's case); the fifth goes round every post again with
+        the `top` and `latest` feeds cached (read once first): every like then moves its post into
+        `top`, a place in a bounded feed beside each post's two entries (a like storm's case)."""
         events = self.args.events
         rounds = 1 + events // len(self.ids)  # versions each backlog over every post spans
         hot_ids = self.run_dir / "backlog-hot-ids.txt"
@@ -647,6 +649,7 @@ class Bench:
         # a share of its events fenced off, which is cheaper than storing them).
         backlogs = [(self.ids_file, BACKLOG_BASE_VERSION + n * rounds) for n in range(3)]
         backlogs.append((hot_ids, BACKLOG_BASE_VERSION + 3 * rounds))
+        backlogs.append((self.ids_file, BACKLOG_BASE_VERSION + 4 * rounds))
         for n, (ids_file, base) in enumerate(backlogs):
             topic = f"bench.backlog.{int(time.time())}.{n}"
             log(f"consumer: producing a backlog of {events} events into {topic}")
@@ -659,6 +662,10 @@ class Bench:
         quiet = self._backlog("apply", topics[1], str(events), "1", env={"CONSUMER_LOG_EVENTS": "0"})
         two = self._backlog("apply", topics[2], str(events), "2")
         hot = self._backlog("apply", topics[3], str(events))
+        for order in ("top", "latest"):
+            answer = self.session.get(f"{self.url}/api/posts", params={"order": order, "limit": 1}, timeout=30)
+            answer.raise_for_status()
+        feeds = self._backlog("apply", topics[4], str(events))
         self.results["scenarios"]["consumer"] = {
             "events": events,
             "raw_consume": raw,
@@ -666,6 +673,7 @@ class Bench:
             "run_consumer_without_event_lines": quiet,
             "two_consumers": two,
             "hot_keys": {"posts": min(HOT_KEYS, len(self.ids)), "run_consumer": hot},
+            "feeds_cached": {"feeds": ["top", "latest"], "run_consumer": feeds},
             "ratio": applied["events_per_s"] / raw["events_per_s"],
         }
 

@@ -141,8 +141,9 @@ def test_check_consistency_judges_feed_places_and_repairs_a_stale_score(client, 
 
 
 def test_one_call_adding_past_a_feeds_bound_keeps_the_newest_and_moves_the_cutoff(client, author, settings):
-    """The apply script remembers a feed's state and size within a call (reads/cache.py): several
-    members added at once trim the feed one by one, and the last cutoff refuses what is below it."""
+    """The apply script remembers a feed's state and size within a call (reads/cache.py): members
+    added at once are trimmed once, after the last, and the cutoff moves to the highest member
+    dropped; a member the call added below it is dropped with the rest."""
     settings.FEED_MAX_MEMBERS = 3
     posts = [services.post_create(user_id=author["id"], title=f"p{i}", content="c")["id"] for i in range(3)]
     client.get("/api/posts", {"limit": 1})  # the feed is cached: its 3 posts and its state
@@ -151,8 +152,32 @@ def test_one_call_adding_past_a_feeds_bound_keeps_the_newest_and_moves_the_cutof
     newer = [f"{'f' * 23}{i}" for i in range(3)]
     below = LATEST.member(None, "a" * 24, int(newest) - 1000, 1)
     ops = [LATEST.member(None, post, int(newest) + 10 + i, 1) for i, post in enumerate(newer)]
-    assert cache_apply([*ops, below], writer="fill") == [1, 1, 1, 0]
+    assert cache_apply([*ops, below], writer="fill") == [1, 1, 1, 1]  # each above the cutoff it met
     held = [m.decode() for m in redis_client().zrange(feed, 0, -1)]
     [state] = [m for m in held if m.startswith("!")]
     assert [m for m in held if not m.startswith("!")] == newer
     assert state == f"!ready:{int(newest)}:{posts[-1]}"  # cut below the newest post it dropped
+    # The next call meets the cutoff: a member below it is refused.
+    assert cache_apply([LATEST.member(None, "b" * 24, int(newest) - 1, 1)], writer="fill") == [0]
+
+
+def test_one_call_of_a_like_storm_leaves_its_feed_holding_the_highest_scores(client, author, settings):
+    """A like storm's batch: many places in one call, each of which would fill the bounded feed
+    alone, and a member of the cached head moving to the top among them. The feed ends holding
+    the highest scores of everything it was told (trimmed once, after the call's last member)."""
+    settings.FEED_MAX_MEMBERS = 3
+    posts = [services.post_create(user_id=author["id"], title=f"p{i}", content="c")["id"] for i in range(3)]
+    client.get("/api/posts", {"limit": 1})  # the feed is cached: its 3 posts and its state
+    feed = feed_key("latest")
+    scores = {post: int(redis_client().zscore(feed, post)) for post in posts}
+    base = max(scores.values())
+    newcomers = {f"{'e' * 22}{i:02d}": base + 100 + i for i in range(4)}  # would each fill the feed alone
+    scores.update(newcomers)
+    moved = posts[-1]
+    scores[moved] = base + 200  # the newest of them all, at a higher version
+    ops = [LATEST.member(None, post, score, 1) for post, score in newcomers.items()]
+    ops.insert(2, LATEST.member(None, moved, scores[moved], 5))
+    assert cache_apply(ops, writer="consumer") == [1] * len(ops)
+    held = {m.decode(): s for m, s in redis_client().zrange(feed, 0, -1, withscores=True) if not m.startswith(b"!")}
+    highest = sorted(scores, key=lambda post: (scores[post], post), reverse=True)[:3]
+    assert held == {post: scores[post] for post in highest}
