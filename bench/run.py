@@ -17,9 +17,9 @@ at the same concurrency (bench/writes_ceiling.py): likes, patches, creates, like
   median pass of each compared.
 Mixed: reads and writes 95/5 at a planned total rate; every planned write sent; the
   inspector's measured consistency over the run.
-Consumer: a backlog applied by run_consumer (also without its event lines, and two of them,
-  each run with a backlog of its own whose every event is stored), against a raw consume of the
-  first.
+Consumer: a backlog applied by run_consumer (also without its event lines, two of them, round
+  a few posts only, and with the feeds cached; each run with a backlog of its own whose every
+  event is stored), against a raw consume of the first.
 Observability: pool hits with the request metrics off, beside the same hits with them on.
 
 Writes bench/results/latest.json, latest.md and PNG plots. `python -m bench.run --help`.
