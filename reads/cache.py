@@ -25,11 +25,11 @@ from dataclasses import dataclass
 import msgspec
 from django.conf import settings
 
-from cqrs_site.core.codec import fill_lock_key, high_water_key, value_decode, value_text
+from cqrs_site.core.codec import entry_key, fill_lock_key, high_water_key, value_decode, value_text, view_key
 from cqrs_site.core.metrics import CACHE_WRITES
 from cqrs_site.core.redis_client import redis_client
 
-from .models import Entry, Member
+from .models import Entry, Member, json_bytes, writes_planned
 
 # A feed's state lives in the feed itself, as its one member scored -inf: `!filling` or `!ready`,
 # with `:<score>:<member>` when the feed is truncated (it holds every live post above that
@@ -180,7 +180,11 @@ def ttls() -> Ttls:
 
 def tombstone_ms(entry: Entry, lifetimes: Ttls) -> int:
     """A tombstone's lifetime, fixed (a live entry's is jittered: jitter_span)."""
-    return ABSENT_TTL_MS if entry.version == 0 else lifetimes.tombstone_ms
+    return tombstone_ttl_ms(entry.version, lifetimes)
+
+
+def tombstone_ttl_ms(version: int, lifetimes: Ttls) -> int:
+    return ABSENT_TTL_MS if version == 0 else lifetimes.tombstone_ms
 
 
 def jitter_span(seconds: float, jitter: float) -> tuple[float, float]:
@@ -232,6 +236,49 @@ def cache_pack(ops: Iterable[Entry | Member]) -> bytes | None:
         else:
             add(("M", op.feed, op.fence, op.version, op.member, str(op.score)))
     return msgspec.msgpack.encode(fields) if fields else None
+
+
+def cache_pack_states(documents: Iterable[tuple[str, dict, frozenset[str] | None]], *, most: int) -> list[bytes]:
+    """What `cache_pack(ops_for(aggregate, state, event_types))` packs for each document, in
+    script calls of at most `most` writes (a document's all in one call), built from the same
+    declarations (reads/models.py) without the Entry and Member in between: the consumer packs
+    every document of every batch, and making then reading those objects was 40% of that work
+    (a liked post 4.4-4.7 us against 2.8-3.0 us; the bench's 50,000-event backlog applied in
+    0.73 s against 0.90 s, five runs each, alternated: README, the consumer). `ops_for` and
+    `cache_pack` stay the fills' and repairs' way; tests/unit/reads/test_cache_pack.py holds the
+    two equal."""
+    lifetimes = ttls()
+    lowest, spread = jitter_span(lifetimes.entry_seconds, lifetimes.jitter)
+    draw = random.random
+    calls: list[bytes] = []
+    fields: list = []
+    add = fields.extend
+    for aggregate, state, event_types in documents:
+        views, feeds = writes_planned(aggregate, event_types)
+        doc_id, version = state["id"], state["version"]
+        deleted = state.get("deleted")
+        writes = len(views) if deleted else len(views) + len(feeds)
+        if fields and len(fields) // FIELDS_PER_WRITE + writes > most:
+            calls.append(msgspec.msgpack.encode(fields))
+            fields = []
+            add = fields.extend
+        key = entry_key(aggregate, doc_id)
+        fence = high_water_key(key)  # document_fence(aggregate, doc_id)
+        if deleted:  # tombstones, and no place in any feed (FeedModel.place)
+            value, ttl = value_text(version, None), tombstone_ttl_ms(version, lifetimes)
+            for view, _shape in views:
+                add(("E", key if view is None else view_key(key, view), fence, version, value, ttl))
+            continue
+        for view, shape in views:
+            value = value_text(version, json_bytes(shape(state) if shape else state))
+            ttl = int(lowest + spread * draw())
+            add(("E", key if view is None else view_key(key, view), fence, version, value, ttl))
+        for feed in feeds:
+            partition = state[feed.per] if feed.per else None
+            add(("M", feed.key(partition), fence, version, doc_id, str(feed.score(state))))
+    if fields:
+        calls.append(msgspec.msgpack.encode(fields))
+    return calls
 
 
 def cache_apply_packed(packed: bytes | None, *, rewrite_same_version: bool = False, client=None) -> list[int]:

@@ -172,6 +172,19 @@ def ops_for(aggregate: str, state: dict, event_types: frozenset[str] | None = No
 
 
 @functools.cache
+def writes_planned(
+    aggregate: str, event_types: frozenset[str] | None
+) -> tuple[tuple[tuple[str | None, object], ...], tuple[FeedModel, ...]]:
+    """What `ops_for` writes for the aggregate and event types, as reads/cache.py's
+    cache_pack_states takes it: each entry model's (view, shape), and the feeds the types can
+    change; worked out once per pair."""
+    if aggregate not in ENTRY_MODELS:
+        raise ValueError(f"no read model for aggregate {aggregate!r}")
+    views = tuple((model.view, model.shape) for model in ENTRY_MODELS[aggregate])
+    return views, feeds_changed_by(aggregate, event_types)
+
+
+@functools.cache
 def feeds_changed_by(aggregate: str, event_types: frozenset[str] | None) -> tuple[FeedModel, ...]:
     """The aggregate's feeds that one of `event_types` can change (None: all of them), worked
     out once per set of types: the consumer asks for every document of every batch."""

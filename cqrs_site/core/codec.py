@@ -59,7 +59,12 @@ def prefix() -> str:
 def entry_key(aggregate: str, doc_id: str, view: str | None = None) -> str:
     """The key of one cache entry: an aggregate's document, or one `view` of it (likes)."""
     key = f"{prefix()}:{aggregate}:{doc_id}"
-    return key if view is None else f"{key}:{view}"
+    return key if view is None else view_key(key, view)
+
+
+def view_key(document_key: str, view: str) -> str:
+    """The key of one view of a document (likes), from the document's entry key."""
+    return f"{document_key}:{view}"
 
 
 def user_key(user_id: str) -> str:
