@@ -205,9 +205,9 @@ CONSUMER_BATCH_SIZE = env.int("CONSUMER_BATCH_SIZE", 5000, validate=positive)
 # writes. 5,000 new posts make 25,000 writes (two entries, three feed places each).
 CONSUMER_WRITES_PER_CALL = env.int("CONSUMER_WRITES_PER_CALL", 15000, validate=positive)
 CONSUMER_POLL_TIMEOUT_SECONDS = env.float("CONSUMER_POLL_TIMEOUT_SECONDS", 0.2, validate=not_negative)
-# A log line per applied event (its id, type and the write's request id). 2-8% of the consumer's
-# throughput in the benchmark (a fifth before the lines were written while Redis applies the next
-# batch); off, only batches' failures and dead letters are logged.
+# A log line per applied event (its id, type and the write's request id). 1-27% of the consumer's
+# throughput in the benchmark, more in hours slow for Python (deploy/README.md); off, only
+# batches' failures and dead letters are logged.
 CONSUMER_LOG_EVENTS = flag("CONSUMER_LOG_EVENTS", True)
 # How often librdkafka reports the consumer's lag per partition (cqrs_consumer_lag_messages).
 CONSUMER_STATS_INTERVAL_MS = env.int("CONSUMER_STATS_INTERVAL_MS", 2000, validate=positive)
