@@ -4,7 +4,6 @@ is retried and the offsets wait) and `written` (the batch's metrics, once it is 
 runner prepares the next batch while the one before is being written, on a thread that does
 nothing else (so it holds Python's GIL as little as it can)."""
 
-import functools
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,12 +14,6 @@ from cqrs_site.core.metrics import WRITE_TO_APPLY_SECONDS, observe_many
 from reads.cache import cache_apply_packed, cache_pack_states, count_writes
 from writes.aggregates import REPLAY_TYPES, event_decode
 from writes.events import Event
-
-
-@functools.cache
-def one_kind(event_type: str) -> frozenset[str]:
-    """The set of one event type, made once (a batch asks for one per document)."""
-    return frozenset((event_type,))
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,20 +35,15 @@ class CacheProjection:
         """Events carry whole states, so per document only the newest matters; what it writes
         is what any of the batch's events of it could change."""
         newest: dict[tuple[str, str], Event] = {}
-        kinds: dict[tuple[str, str], frozenset[str]] = {}
+        kinds: dict[tuple[str, str], set[str]] = {}
         for event in events:
             document = (event.aggregate, event.aggregate_id)
             held = newest.get(document)
-            if held is None:
+            if held is None or event.version > held.version:
                 newest[document] = event
-                kinds[document] = one_kind(event.type)
-                continue
-            if event.version > held.version:
-                newest[document] = event
-            if event.type not in kinds[document]:
-                kinds[document] = kinds[document] | {event.type}
+            kinds.setdefault(document, set()).add(event.type)
         calls = cache_pack_states(
-            ((event.aggregate, event.state, kinds[document]) for document, event in newest.items()),
+            ((event.aggregate, event.state, frozenset(kinds[document])) for document, event in newest.items()),
             most=settings.CONSUMER_WRITES_PER_CALL,
         )
         # A replay's occurred_at is when the operator ran it, not a write's commit.

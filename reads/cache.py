@@ -29,7 +29,7 @@ from cqrs_site.core.codec import entry_key, fill_lock_key, high_water_key, value
 from cqrs_site.core.metrics import CACHE_WRITES
 from cqrs_site.core.redis_client import redis_client
 
-from .models import Entry, Member, json_bytes, writes_planned
+from .models import Entry, Member, entry_models, feeds_changed_by, json_bytes
 
 # A feed's state lives in the feed itself, as its one member scored -inf: `!filling` or `!ready`,
 # with `:<score>:<member>` when the feed is truncated (it holds every live post above that
@@ -178,12 +178,8 @@ def ttls() -> Ttls:
     )
 
 
-def tombstone_ms(entry: Entry, lifetimes: Ttls) -> int:
+def tombstone_ms(version: int, lifetimes: Ttls) -> int:
     """A tombstone's lifetime, fixed (a live entry's is jittered: jitter_span)."""
-    return tombstone_ttl_ms(entry.version, lifetimes)
-
-
-def tombstone_ttl_ms(version: int, lifetimes: Ttls) -> int:
     return ABSENT_TTL_MS if version == 0 else lifetimes.tombstone_ms
 
 
@@ -230,7 +226,7 @@ def cache_pack(ops: Iterable[Entry | Member]) -> bytes | None:
     add = fields.extend
     for op in ops:
         if type(op) is Entry:
-            ttl = tombstone_ms(op, lifetimes) if op.body is None else int(lowest + spread * draw())
+            ttl = tombstone_ms(op.version, lifetimes) if op.body is None else int(lowest + spread * draw())
             fence = op.fence or high_water_key(op.key)
             add(("E", op.key, fence, op.version, value_text(op.version, op.body), ttl))
         else:
@@ -254,10 +250,10 @@ def cache_pack_states(documents: Iterable[tuple[str, dict, frozenset[str] | None
     fields: list = []
     add = fields.extend
     for aggregate, state, event_types in documents:
-        views, feeds = writes_planned(aggregate, event_types)
+        models, feeds = entry_models(aggregate), feeds_changed_by(aggregate, event_types)
         doc_id, version = state["id"], state["version"]
         deleted = state.get("deleted")
-        writes = len(views) if deleted else len(views) + len(feeds)
+        writes = len(models) if deleted else len(models) + len(feeds)
         if fields and len(fields) // FIELDS_PER_WRITE + writes > most:
             calls.append(msgspec.msgpack.encode(fields))
             fields = []
@@ -265,14 +261,14 @@ def cache_pack_states(documents: Iterable[tuple[str, dict, frozenset[str] | None
         key = entry_key(aggregate, doc_id)
         fence = high_water_key(key)  # document_fence(aggregate, doc_id)
         if deleted:  # tombstones, and no place in any feed (FeedModel.place)
-            value, ttl = value_text(version, None), tombstone_ttl_ms(version, lifetimes)
-            for view, _shape in views:
-                add(("E", key if view is None else view_key(key, view), fence, version, value, ttl))
+            value, ttl = value_text(version, None), tombstone_ms(version, lifetimes)
+            for model in models:
+                add(("E", key if model.view is None else view_key(key, model.view), fence, version, value, ttl))
             continue
-        for view, shape in views:
-            value = value_text(version, json_bytes(shape(state) if shape else state))
+        for model in models:
+            value = value_text(version, json_bytes(model.shape(state) if model.shape else state))
             ttl = int(lowest + spread * draw())
-            add(("E", key if view is None else view_key(key, view), fence, version, value, ttl))
+            add(("E", key if model.view is None else view_key(key, model.view), fence, version, value, ttl))
         for feed in feeds:
             partition = state[feed.per] if feed.per else None
             add(("M", feed.key(partition), fence, version, doc_id, str(feed.score(state))))

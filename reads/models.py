@@ -151,10 +151,16 @@ FEED_MODELS: dict[str, tuple[FeedModel, ...]] = {USER: (), POST: tuple(FEEDS.val
 
 def entries_for(aggregate: str, state: dict, fence: str | None = None) -> list[Entry]:
     """Every cache entry that shows this state of the aggregate."""
-    if aggregate not in ENTRY_MODELS:
-        raise ValueError(f"no read model for aggregate {aggregate!r}")
     fence = fence or document_fence(aggregate, state["id"])
-    return [model.entry(state, fence) for model in ENTRY_MODELS[aggregate]]
+    return [model.entry(state, fence) for model in entry_models(aggregate)]
+
+
+def entry_models(aggregate: str) -> tuple[EntryModel, ...]:
+    """The aggregate's entry models; ValueError for an aggregate with none."""
+    models = ENTRY_MODELS.get(aggregate)
+    if models is None:
+        raise ValueError(f"no read model for aggregate {aggregate!r}")
+    return models
 
 
 def ops_for(aggregate: str, state: dict, event_types: frozenset[str] | None = None) -> list[Entry | Member]:
@@ -169,19 +175,6 @@ def ops_for(aggregate: str, state: dict, event_types: frozenset[str] | None = No
         if place is not None:
             ops.append(place)
     return ops
-
-
-@functools.cache
-def writes_planned(
-    aggregate: str, event_types: frozenset[str] | None
-) -> tuple[tuple[tuple[str | None, object], ...], tuple[FeedModel, ...]]:
-    """What `ops_for` writes for the aggregate and event types, as reads/cache.py's
-    cache_pack_states takes it: each entry model's (view, shape), and the feeds the types can
-    change; worked out once per pair."""
-    if aggregate not in ENTRY_MODELS:
-        raise ValueError(f"no read model for aggregate {aggregate!r}")
-    views = tuple((model.view, model.shape) for model in ENTRY_MODELS[aggregate])
-    return views, feeds_changed_by(aggregate, event_types)
 
 
 @functools.cache
