@@ -17,6 +17,12 @@ if settings.CQRS_ROLE == "read":
 
     # Cache hits are answered below Django (reads/fastpath.py); everything else reaches it.
     application = CacheHits(application)
+elif settings.CQRS_ROLE == "write":
+    from writes.fastpath import Reactions, installable
+
+    if installable():
+        # Likes and dislikes are counted below Django (writes/fastpath.py); all else reaches it.
+        application = Reactions(application)
 
 # Before anything reads the request: a Host this API does not serve is refused, in both pools.
 application = AllowedHosts(application, settings.ALLOWED_HOSTS)

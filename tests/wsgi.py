@@ -32,3 +32,17 @@ def wsgi_call(app, method: str, path: str, *, body: dict | None = None, headers:
     content = b"".join(chunks)
     getattr(chunks, "close", lambda: None)()
     return answer["status"], answer["headers"], content
+
+
+class DjangoSpy:
+    """Django's application, counting the requests that reach it: what a fast path below Django
+    (reads/fastpath.py, writes/fastpath.py) hands on."""
+
+    def __init__(self) -> None:
+        from django.core.wsgi import get_wsgi_application
+
+        self.django, self.calls = get_wsgi_application(), 0
+
+    def __call__(self, environ, start_response):
+        self.calls += 1
+        return self.django(environ, start_response)

@@ -239,6 +239,9 @@ LOG_FORMAT = env.str("LOG_FORMAT", "json", validate=validate.OneOf(["json", "pla
 # The request metrics of each pool (counter and latency histogram per route); off only to measure
 # what they cost (make bench).
 CQRS_REQUEST_METRICS = flag("CQRS_REQUEST_METRICS", True)
+# Likes and dislikes answered below Django in the write pool (writes/fastpath.py); off only to
+# measure what it saves (make bench).
+CQRS_WRITE_FAST_PATH = flag("CQRS_WRITE_FAST_PATH", True)
 CQRS_ACCESS_LOG = flag("CQRS_ACCESS_LOG", True)
 LOG_LEVEL = env.str("LOG_LEVEL", "INFO", validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]))
 LOGGING = {

@@ -4,24 +4,12 @@ Django would send; everything else handed to Django untouched."""
 import threading
 
 import pytest
-from django.core.wsgi import get_wsgi_application
 
 from cqrs_site.core.codec import post_key
 from cqrs_site.core.redis_client import redis_client
 from reads.fastpath import CacheHits
-from tests.wsgi import wsgi_call
+from tests.wsgi import DjangoSpy, wsgi_call
 from writes import services
-
-
-class Spy:
-    """Django's application, counting the requests that reach it."""
-
-    def __init__(self) -> None:
-        self.django, self.calls = get_wsgi_application(), 0
-
-    def __call__(self, environ, start_response):
-        self.calls += 1
-        return self.django(environ, start_response)
 
 
 def call(app, path: str, method: str = "GET", **headers) -> tuple[int, dict, bytes]:
@@ -30,7 +18,7 @@ def call(app, path: str, method: str = "GET", **headers) -> tuple[int, dict, byt
 
 @pytest.fixture
 def spy(db):
-    return Spy()
+    return DjangoSpy()
 
 
 @pytest.fixture
