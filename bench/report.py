@@ -86,6 +86,20 @@ def markdown(results: dict) -> str:
                 + ", ".join(f"{r['app_rps']:,.0f}/{r['ceiling_rps']:,.0f}" for r in found.get("rounds", []))
                 + " |"
             )
+        without = scenarios.get("writes_likes", {}).get("without_fast_path")
+        if without:
+            rounds = without["rounds"]
+            lines += [
+                "",
+                "Likes with the write fast path off (writes/fastpath.py; Django and DRF answer each), a "
+                "write instance of their own, each round beside the pass with it on: "
+                + ", ".join(
+                    f"{r['rps']:,.0f}/s at {r['pool_cpu_ms']} ms of the pool's CPU a like, against "
+                    f"{r['fast_rps']:,.0f}/s at {r['fast_cpu_ms']} ms"
+                    for r in rounds
+                )
+                + ".",
+            ]
     lines.append("")
     for name, label in (("visibility", "a like"), ("feed_visibility", "a new post, in its author's feed and latest")):
         found = scenarios.get(name)

@@ -151,17 +151,24 @@ class Bench:
             os.environ.update(saved)
 
     def _haproxy(
-        self, name: str, read_ports: list[int], *, config: str | None = None, edge_tcp: bool = False
+        self,
+        name: str,
+        read_ports: list[int],
+        *,
+        write_port: int | None = None,
+        config: str | None = None,
+        edge_tcp: bool = False,
     ) -> tuple[int, processes.Process]:
         """Another HAProxy on the same template, the edge off (or on over TCP, not the unix
-        socket): in front of `read_ports` (and the stack's write pool), or with a config of its own."""
+        socket): in front of `read_ports` and the stack's write pool (or `write_port`), or with a
+        config of its own."""
         port = processes.free_port()
         path = self.run_dir / f"{name}.cfg"
         path.write_text(
             config
             or localstack.haproxy_render(
                 [f"server read-{i + 1} 127.0.0.1:{p}" for i, p in enumerate(read_ports)],
-                [f"server write-1 127.0.0.1:{self.stack.write_port_base}"],
+                [f"server write-1 127.0.0.1:{write_port or self.stack.write_port_base}"],
             )
         )
         argv = [shutil.which("haproxy") or "/usr/sbin/haproxy", "-db", "-f", str(path)]
@@ -176,9 +183,18 @@ class Bench:
 
     def _yardsticks_up(self) -> None:
         """The bare WSGI ceiling behind its own HAProxy; the read pool behind an HAProxy without
-        the edge; read instances without request metrics; HAProxy's static answer."""
+        the edge; read instances without request metrics; a write instance without its fast path
+        (every like through Django and DRF), behind an HAProxy of its own; HAProxy's static answer."""
         count = self.args.read_instances
         ceiling, plain = processes.free_port_block(count), processes.free_port_block(count)
+        self.django_writes = self._app(
+            "write-django", "cqrs_site.wsgi", processes.free_port(), role="write", CQRS_WRITE_FAST_PATH="0"
+        )
+        self.extra.append(self.django_writes)
+        self.django_writes_port, proxy = self._haproxy(
+            "haproxy-write-django", [self.stack.read_port_base], write_port=self.django_writes.port
+        )
+        self.extra.append(proxy)
         for index in range(count):
             self.extra.append(self._app(f"ceiling-{index + 1}", "bench.ceiling_wsgi", ceiling + index))
             self.extra.append(
@@ -205,12 +221,12 @@ class Bench:
         for process in self.extra:
             process.wait_ready()
 
-    def _app(self, name: str, app: str, port: int, **extra_env) -> processes.Process:
-        argv = [str(processes.VENV_BIN / "gunicorn"), "-c", str(ROOT / "deploy/gunicorn_read.py"), app]
+    def _app(self, name: str, app: str, port: int, *, role: str = "read", **extra_env) -> processes.Process:
+        argv = [str(processes.VENV_BIN / "gunicorn"), "-c", str(ROOT / f"deploy/gunicorn_{role}.py"), app]
         env = {
             **self.env,
             "GUNICORN_BIND": f"127.0.0.1:{port}",
-            "DJANGO_SETTINGS_MODULE": "cqrs_site.settings.read",
+            "DJANGO_SETTINGS_MODULE": f"cqrs_site.settings.{role}",
             "PROMETHEUS_MULTIPROC_DIR": str(self.run_dir / "metrics" / name),
             **extra_env,
         }
@@ -543,19 +559,25 @@ class Bench:
             self.settle()
 
     def scenario_writes(self) -> None:
+        """Each write kind and its ceiling in turn, --write-rounds times. Likes of random posts are
+        measured a third way in each round: through a write instance without the fast path
+        (writes/fastpath.py), Django and DRF answering every like; each pool's CPU per write
+        says what the fast path saves."""
         self.ceiling_topic = "bench.ceiling"
         self.manage(
             "create_topics", env={"KAFKA_EVENTS_TOPIC": self.ceiling_topic, "KAFKA_DEAD_LETTER_TOPIC": "bench.x"}
         )
+        pool = self.stack.program("write-1").pid()
         for kind, hot in (("like", False), ("patch", False), ("create", False), ("like", True)):
             name = {"like": "likes", "patch": "patches", "create": "creates"}[kind] + ("_hot" if hot else "")
-            apps, ceilings = [], []
+            apps, ceilings, djangos = [], [], []
             for round_ in range(self.args.write_rounds):
                 self.settle()
                 log(f"writes: {name}, then the stores' own cost of the same (round {round_ + 1})")
-                apps.append(
-                    self.wrk("writes.lua", self.port, connections=16, BENCH_WRITE=kind, BENCH_HOT="1" if hot else "0")
-                )
+                apps.append(self._write_pass(self.port, pool, kind, hot))
+                if kind == "like" and not hot:
+                    log("writes: likes through Django, the write fast path off")
+                    djangos.append(self._write_pass(self.django_writes_port, self.django_writes.pid(), kind, hot))
                 ceilings.append(self.writes_ceiling(kind, hot=hot))
             app, ceiling = median_pass(apps), median_pass(ceilings)
             self.results["scenarios"][f"writes_{name}"] = {
@@ -565,6 +587,28 @@ class Bench:
                 "ratio": app["rps"] / ceiling["rps"],
                 "rounds": [{"app_rps": a["rps"], "ceiling_rps": c["rps"]} for a, c in zip(apps, ceilings, strict=True)],
             }
+            if djangos:
+                self.results["scenarios"][f"writes_{name}"]["without_fast_path"] = {
+                    "median": median_pass(djangos),
+                    "rounds": [
+                        {
+                            "rps": d["rps"],
+                            "pool_cpu_ms": d["pool_cpu_ms"],
+                            "fast_rps": a["rps"],
+                            "fast_cpu_ms": a["pool_cpu_ms"],
+                        }
+                        for a, d in zip(apps, djangos, strict=True)
+                    ],
+                }
+
+    def _write_pass(self, port: int, pool_pid: int | None, kind: str, hot: bool) -> dict:
+        """One write pass through HAProxy on `port`, with the CPU its write pool (the gunicorn
+        master `pool_pid` and its workers) spent per write."""
+        before = tree_cpu_seconds(pool_pid)
+        found = self.wrk("writes.lua", port, connections=16, BENCH_WRITE=kind, BENCH_HOT="1" if hot else "0")
+        writes = found["rps"] * self.args.duration
+        found["pool_cpu_ms"] = round((tree_cpu_seconds(pool_pid) - before) * 1000 / writes, 2) if writes else None
+        return found
 
     def scenario_mixed(self) -> None:
         """95% reads and 5% writes at planned total rates, lowest first: every planned write is
@@ -727,6 +771,19 @@ def at_least_one(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
+
+
+def tree_cpu_seconds(pid: int | None) -> float:
+    """CPU seconds (user and system) of a process and its children, from /proc (0 if gone)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(tree_cpu_seconds(int(child)) for child in children)
 
 
 def median_pass(passes: list[dict]) -> dict:
