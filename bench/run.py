@@ -55,8 +55,10 @@ STATIC_BODY = '{"static":"' + "x" * 586 + '"}'
 HOT_KEYS = 500
 # The backlogs' versions start here.
 BACKLOG_BASE_VERSION = 1_000_000
-# Most paced calls in flight at once (the mixed and visibility scenarios' writes).
+# Most paced calls in flight at once (the visibility scenarios' writes; the mixed scenario's have
+# MIXED_WRITE_WORKERS).
 PACED_WORKERS = 128
+MIXED_WRITE_WORKERS = 256
 
 
 def log(message: str) -> None:
@@ -134,10 +136,11 @@ class Bench:
         self.stack = self._stack()
         self.token_file = self.run_dir / "api-token"
         self.session = requests.Session()
-        # As many kept connections as _paced has workers: with requests' default of 10, every
-        # write beyond 10 in flight opened a connection and dropped it after (urllib3 warned
-        # "Connection pool is full" through the mixed scenario).
-        self.session.mount("http://", HTTPAdapter(pool_maxsize=PACED_WORKERS))
+        # As many kept connections as _paced has workers at most: with requests' default of 10,
+        # every write beyond 10 in flight opened a connection and dropped it after (urllib3
+        # warned "Connection pool is full" through the mixed scenario; with 128, in an hour slow
+        # enough for more than 128 of the mixed scenario's writes to be in flight at once).
+        self.session.mount("http://", HTTPAdapter(pool_maxsize=max(PACED_WORKERS, MIXED_WRITE_WORKERS)))
         self.session.headers["Authorization"] = f"Token {self.token_file.read_text().strip()}"
         self._yardsticks_up()
 
@@ -641,7 +644,10 @@ class Bench:
 
         def write_paced() -> None:
             done, started_late = self._paced(
-                write_rate, self.args.duration, lambda n: self._write(targets[n % len(targets)], n), workers=256
+                write_rate,
+                self.args.duration,
+                lambda n: self._write(targets[n % len(targets)], n),
+                workers=MIXED_WRITE_WORKERS,
             )
             writes.extend(done)
             lags.extend(started_late)
