@@ -24,11 +24,18 @@ DRF_CODES = {
 }
 
 
-def api_exception_handler(exc, context):
-    """DRF's EXCEPTION_HANDLER: our errors, DRF's errors and dependency faults, one shape."""
+def api_error(exc: Exception) -> ApiError | None:
+    """The API's error for one of ours or a dependency fault (MongoDB unreachable: logged), None
+    for anything else. DRF's exception handler and the write fast path (writes/fastpath.py)."""
     if isinstance(exc, (ServerSelectionTimeoutError, ConnectionFailure)):
         logger.error("MongoDB unavailable: %s", exc)
-        exc = Unavailable("MongoDB is unavailable; the write was not applied. Retry later.")
+        return Unavailable("MongoDB is unavailable; the write was not applied. Retry later.")
+    return exc if isinstance(exc, ApiError) else None
+
+
+def api_exception_handler(exc, context):
+    """DRF's EXCEPTION_HANDLER: our errors, DRF's errors and dependency faults, one shape."""
+    exc = api_error(exc) or exc
     if isinstance(exc, ApiError):
         return Response(exc.as_dict(), status=exc.status_code, headers=exc.headers())
     if isinstance(exc, exceptions.ValidationError):

@@ -3,8 +3,9 @@
 A POST to /api/posts/<id>/like or /dislike, with no body, no Idempotency-Key, a token this
 process knows (writes/authentication.py) and within its writes per minute, is counted here: the
 same service call as the view's (writes/services.py), the same answer, bytes and headers. Django,
-its middleware and DRF cost the write pool 40% of its CPU on such a write (README, writes),
-for a request that needs none of what they do.
+its middleware and DRF were a fifth to a third of the write pool's CPU on such a write (`make
+bench` measures it in every run: README, the write fast path), for a request that needs none of
+what they do.
 
 Every other request goes to Django unchanged, and so does one whose answer would be Django's
 own: no token or an unknown one (401), a client over its limit (429: counted twice, both over
@@ -16,32 +17,31 @@ applied, as in Django. Only the write role installs it (cqrs_site/wsgi.py), and 
 Django would add a header it does not (HSTS); CQRS_WRITE_FAST_PATH=0 turns it off.
 """
 
-import json
 import logging
 import re
+from http import HTTPStatus
 
 from django.conf import settings
-from pymongo.errors import ConnectionFailure
+from django.urls import resolve
 from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.renderers import JSONRenderer
 
-from cqrs_site.core.errors import ApiError, ServerError, Unavailable
-from cqrs_site.core.ratelimit import FixedWindow
+from cqrs_site.core.errors import ServerError
 from cqrs_site.core.telemetry import ROUTE
 
 from . import services
 from .answers import post_reacted
 from .authentication import CachedTokenAuthentication
+from .errors import api_error
 from .idempotency import HEADER as IDEMPOTENCY_KEY
+from .throttles import writes_window
 
-logger = logging.getLogger(__name__)
 response_logger = logging.getLogger("django.request")  # where Django logs its 4xx and 5xx answers
 
 REACTION = re.compile(r"/api/posts/(?P<post_id>[^/]+)/(?P<reaction>like|dislike)\Z")
-ROUTES = {"like": "api/posts/<str:post_id>/like", "dislike": "api/posts/<str:post_id>/dislike"}
 IDEMPOTENCY_ENVIRON = "HTTP_" + IDEMPOTENCY_KEY.upper().replace("-", "_")
 # The Accept headers DRF's content negotiation settles on the JSON renderer without a 406.
 ACCEPTED = frozenset(("", "*/*", "application/json", "application/*"))
-STATUS_LINES = {200: "200 OK", 404: "404 Not Found", 500: "500 Internal Server Error", 503: "503 Service Unavailable"}
 
 
 def installable() -> bool:
@@ -63,22 +63,21 @@ def middleware_headers() -> list[tuple[str, str]]:
     return headers
 
 
-def rendered(data: dict) -> bytes:
-    """As DRF's JSONRenderer renders it here (one renderer, REST_FRAMEWORK's defaults): compact,
-    not ASCII-escaped."""
-    return json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
-
-
 class Reactions:
     """WSGI middleware around Django's application (see the module's docstring)."""
 
     def __init__(self, application) -> None:
         self.application = application
         self.authentication = CachedTokenAuthentication()
-        self.limit = FixedWindow("writes", settings.CQRS_WRITES_PER_MINUTE, 60)
-        # Django's handler500 answers past DRF and the route's view: without its Allow.
+        self.limit = writes_window()
+        self.renderer = JSONRenderer()  # the write API's only renderer (REST_FRAMEWORK)
+        # Each reaction's route as the URLconf names it (the metrics' label) and its Allow
+        # (urls_write.by_method); Django's handler500 answers past the view, without Allow.
         self.server_error_headers = middleware_headers()
-        self.api_headers = [*self.server_error_headers, ("Allow", "POST, OPTIONS")]  # urls_write.by_method
+        self.routes = {}
+        for reaction in ("like", "dislike"):
+            match = resolve(f"/api/posts/0/{reaction}")
+            self.routes[reaction] = (match.route, [*self.server_error_headers, ("Allow", match.func.allow)])
 
     def __call__(self, environ, start_response):
         if environ.get("REQUEST_METHOD") == "POST":
@@ -86,8 +85,8 @@ class Reactions:
             if match is not None and self._plain(environ):
                 user = self._user(environ)
                 if user is not None and self.limit.hit(str(user.pk)).allowed:
-                    environ[ROUTE] = ROUTES[match["reaction"]]
-                    return self._react(match["post_id"], match["reaction"], environ, start_response)
+                    environ[ROUTE], headers = self.routes[match["reaction"]]
+                    return self._react(match["post_id"], match["reaction"], headers, environ, start_response)
         return self.application(environ, start_response)
 
     @staticmethod
@@ -111,26 +110,22 @@ class Reactions:
             return None
         return user
 
-    def _react(self, post_id: str, reaction: str, environ, start_response):
-        headers = self.api_headers
+    def _react(self, post_id: str, reaction: str, headers: list, environ, start_response):
         try:
             answer = post_reacted(services.post_react(post_id=post_id, reaction=reaction))
-            return self._respond(answer.status, rendered(answer.body), answer.headers, headers, start_response)
-        except ApiError as exc:  # nothing was written: an unknown or deleted post
-            error = exc
-        except ConnectionFailure as exc:  # as writes/errors.py maps it
-            logger.error("MongoDB unavailable: %s", exc)
-            error = Unavailable("MongoDB is unavailable; the write was not applied. Retry later.")
-        except Exception:
-            error, headers = ServerError(), self.server_error_headers
-            response_logger.exception("Internal Server Error: %s", environ["PATH_INFO"])
-        if error.status_code < 500:
-            response_logger.warning("%s: %s", STATUS_LINES[error.status_code][4:], environ["PATH_INFO"])
-        elif not isinstance(error, ServerError):
-            response_logger.error("%s: %s", STATUS_LINES[error.status_code][4:], environ["PATH_INFO"])
-        return self._respond(error.status_code, rendered(error.as_dict()), error.headers(), headers, start_response)
+            return self._respond(answer.status, answer.body, answer.headers, headers, start_response)
+        except Exception as exc:  # an ApiError wrote nothing (an unknown or deleted post)
+            error = api_error(exc)
+            if error is None:
+                response_logger.exception("Internal Server Error: %s", environ["PATH_INFO"])
+                error, headers = ServerError(), self.server_error_headers
+            else:  # as Django logs every 4xx and 5xx answer
+                log = response_logger.warning if error.status_code < 500 else response_logger.error
+                log("%s: %s", HTTPStatus(error.status_code).phrase, environ["PATH_INFO"])
+        return self._respond(error.status_code, error.as_dict(), error.headers(), headers, start_response)
 
-    @staticmethod
-    def _respond(status: int, body: bytes, extra: dict, headers: list, start_response):
-        start_response(STATUS_LINES[status], [*headers, *extra.items(), ("Content-Length", str(len(body)))])
+    def _respond(self, status: int, data: dict, extra: dict, headers: list, start_response):
+        body = self.renderer.render(data)
+        status_line = f"{status} {HTTPStatus(status).phrase}"
+        start_response(status_line, [*headers, *extra.items(), ("Content-Length", str(len(body)))])
         return [body]
