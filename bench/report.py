@@ -86,6 +86,19 @@ def markdown(results: dict) -> str:
                 + ", ".join(f"{r['app_rps']:,.0f}/{r['ceiling_rps']:,.0f}" for r in found.get("rounds", []))
                 + " |"
             )
+        exact = scenarios.get("writes_likes_hot", {}).get("exact")
+        if exact:
+            lines += [
+                "",
+                "Likes of one post, counted: "
+                + ", ".join(
+                    f"{e['answered']:,} answered, {e['counted']:,} in MongoDB, the cache at "
+                    f"{e['cache']['like_count'] if e['cache'] else '?'} after {e['cache_after_s']} s "
+                    f"({'exact' if e['met'] else 'NOT exact'})"
+                    for e in exact
+                )
+                + ".",
+            ]
         without = scenarios.get("writes_likes", {}).get("without_fast_path")
         if without:
             rounds = without["rounds"]

@@ -585,7 +585,10 @@ class Bench:
                 for found, port, pid in passes:
                     if found is djangos:
                         log("writes: likes through Django, the write fast path off")
+                    counts = self._hot_counts() if hot else None
                     found.append(self._write_pass(port, pid, kind, hot))
+                    if hot:
+                        found[-1]["exact"] = self._hot_exact(counts)
                 ceilings.append(self.writes_ceiling(kind, hot=hot))
             app, ceiling = median_pass(apps), median_pass(ceilings)
             self.results["scenarios"][f"writes_{name}"] = {
@@ -595,6 +598,8 @@ class Bench:
                 "ratio": app["rps"] / ceiling["rps"],
                 "rounds": [{"app_rps": a["rps"], "ceiling_rps": c["rps"]} for a, c in zip(apps, ceilings, strict=True)],
             }
+            if hot:
+                self.results["scenarios"][f"writes_{name}"]["exact"] = [found["exact"] for found in apps]
             if djangos:
                 self.results["scenarios"][f"writes_{name}"]["without_fast_path"] = {
                     "median": median_pass(djangos),
@@ -616,6 +621,62 @@ class Bench:
         found = self.wrk("writes.lua", port, connections=16, BENCH_WRITE=kind, BENCH_HOT="1" if hot else "0")
         writes = found["rps"] * self.args.duration
         found["pool_cpu_ms"] = round((tree_cpu_seconds(pool_pid) - before) * 1000 / writes, 2) if writes else None
+        return found
+
+    def _hot_counts(self) -> dict:
+        """The hot post's counters in MongoDB and the write pools' count of likes answered 200."""
+        import pymongo
+        from bson import ObjectId
+
+        with pymongo.MongoClient(self.env["MONGODB_URI"]) as client:
+            posts = client.get_database().posts
+            stored = posts.find_one({"_id": ObjectId(self.ids[0])}, {"like_count": 1, "version": 1})
+        targets = json.loads((self.run_dir / "prometheus-targets.json").read_text())
+        pools = [address for group in targets if group["labels"]["job"] == "write-pool" for address in group["targets"]]
+        answered = sum(
+            value
+            for address in pools
+            for name, value in scrape(address).items()
+            if name.startswith("cqrs_http_requests_total{")
+            and 'method="POST"' in name
+            and 'status="200"' in name
+            and '/like"' in name
+        )
+        return {"like_count": stored["like_count"], "version": stored["version"], "answered": int(answered)}
+
+    def _hot_exact(self, before: dict, seconds: float = 30.0) -> dict:
+        """Whether a pass of likes on one post counted every like it answered, once: in MongoDB
+        (its like_count and version rose by the likes the write pool answered 200, those whose
+        client was gone by then included), then in the cache, read through the API once the
+        consumers have applied the last of them (how long that took is part of the answer)."""
+        self.settle()
+        after = self._hot_counts()
+        answered = after["answered"] - before["answered"]
+        counted = after["like_count"] - before["like_count"]
+        found = {
+            "answered": answered,
+            "counted": counted,
+            "versions": after["version"] - before["version"],
+            "cache": None,
+            "cache_after_s": None,
+        }
+        started = time.monotonic()
+        while time.monotonic() - started < seconds:
+            shown = self.session.get(f"{self.url}/api/posts/{self.ids[0]}/likes", timeout=10).json()
+            found["cache"] = {"like_count": shown["like_count"], "version": shown["version"]}
+            if shown["version"] >= after["version"]:
+                found["cache_after_s"] = round(time.monotonic() - started, 3)
+                break
+            time.sleep(0.05)
+        found["met"] = answered == counted == found["versions"] and found["cache"] == {
+            "like_count": after["like_count"],
+            "version": after["version"],
+        }
+        log(
+            f"writes: one post: {answered} likes answered, {counted} counted in MongoDB, "
+            f"the cache at {found['cache']} after {found['cache_after_s']} s: "
+            + ("exact" if found["met"] else "NOT EXACT")
+        )
         return found
 
     def scenario_mixed(self) -> None:
@@ -855,6 +916,10 @@ def targets(scenarios: dict) -> list[dict]:
         found = scenarios.get(f"writes_{name}")
         if found:
             rows.append(_target(f"{name} / the stores' own cost", found["ratio"], ">=", 0.6))
+    hot = scenarios.get("writes_likes_hot")
+    if hot and hot.get("exact"):
+        exact = sum(1 for found in hot["exact"] if found["met"]) / len(hot["exact"])
+        rows.append(_target("likes of one post counted exactly (MongoDB, then the cache): passes", exact, ">=", 1.0))
     for mixed in scenarios.get("mixed", {}).get("rates", []):
         at = f"mixed 95/5 at {mixed['planned_rate_per_s']:,}/s"
         rows.append(_target(f"{at}: planned writes sent", mixed["writes"] / mixed["writes_planned"], ">=", 1.0))
