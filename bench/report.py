@@ -92,7 +92,8 @@ def markdown(results: dict) -> str:
                 "",
                 "Likes of one post, counted: "
                 + ", ".join(
-                    f"{e['answered']:,} answered, {e['counted']:,} in MongoDB, the cache at "
+                    f"{e['answered']:,} answered, {e['counted']:,} counted in MongoDB (like_count "
+                    f"{e['stored']['like_count']:,}), the cache at "
                     f"{e['cache']['like_count'] if e['cache'] else '?'} after {e['cache_after_s']} s "
                     f"({'exact' if e['met'] else 'NOT exact'})"
                     for e in exact

@@ -657,6 +657,7 @@ class Bench:
             "answered": answered,
             "counted": counted,
             "versions": after["version"] - before["version"],
+            "stored": {"like_count": after["like_count"], "version": after["version"]},
             "cache": None,
             "cache_after_s": None,
         }
@@ -668,13 +669,10 @@ class Bench:
                 found["cache_after_s"] = round(time.monotonic() - started, 3)
                 break
             time.sleep(0.05)
-        found["met"] = answered == counted == found["versions"] and found["cache"] == {
-            "like_count": after["like_count"],
-            "version": after["version"],
-        }
+        found["met"] = answered == counted == found["versions"] and found["cache"] == found["stored"]
         log(
-            f"writes: one post: {answered} likes answered, {counted} counted in MongoDB, "
-            f"the cache at {found['cache']} after {found['cache_after_s']} s: "
+            f"writes: one post: {answered} likes answered, {counted} counted in MongoDB, which holds "
+            f"{found['stored']}, the cache {found['cache']} after {found['cache_after_s']} s: "
             + ("exact" if found["met"] else "NOT EXACT")
         )
         return found
