@@ -565,7 +565,8 @@ class Bench:
         """Each write kind and its ceiling in turn, --write-rounds times. Likes of random posts are
         measured a third way in each round, before or after the stack's pool in turn: through a
         write instance without the fast path (writes/fastpath.py), Django and DRF answering every
-        like; each pool's CPU per write says what the fast path saves."""
+        like; each pool's CPU per write says what the fast path saves. Each pass of likes of one
+        post is checked for exact counts (`_hot_exact`)."""
         self.ceiling_topic = "bench.ceiling"
         self.manage(
             "create_topics", env={"KAFKA_EVENTS_TOPIC": self.ceiling_topic, "KAFKA_DEAD_LETTER_TOPIC": "bench.x"}
