@@ -51,6 +51,7 @@ from cqrs_site.core.metrics import (
     CONSUMER_EVENTS_APPLIED,
     CONSUMER_LAG,
     CONSUMER_OFFSETS_LOST,
+    CONSUMER_REJOINS,
     serve_metrics,
 )
 from cqrs_site.core.redis_client import redis_client
@@ -114,8 +115,11 @@ class ConsumerRunner:
                 # Its statistics carry each partition's lag (cqrs_consumer_lag_messages).
                 "statistics.interval.ms": settings.CONSUMER_STATS_INTERVAL_MS,
                 "stats_cb": self._on_stats,
+                **({"group.instance.id": settings.CONSUMER_INSTANCE_ID} if settings.CONSUMER_INSTANCE_ID else {}),
             }
         )
+        self.cooperative = "cooperative" in settings.KAFKA_CONSUMER_CONFIG["partition.assignment.strategy"]
+        self._topic_missing_at_join, self._next_topic_check = False, 0.0
 
     def stop(self) -> None:
         self.stopping.set()
@@ -125,10 +129,11 @@ class ConsumerRunner:
             self.ready_file.parent.mkdir(parents=True, exist_ok=True)
             self.ready_file.unlink(missing_ok=True)
         serve_metrics(self.metrics_port, settings.METRICS_HOST)
-        self.consumer.subscribe([self.spec.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self._subscribe()
         logger.info("consumer %s joined group %s on %s", self.spec.name, self.spec.group, self.spec.topic)
         try:
             while not self.stopping.is_set():
+                self._rejoin_once_the_topic_exists()
                 messages = self._next_batch()
                 if messages and not self._process(messages):
                     break
@@ -142,6 +147,32 @@ class ConsumerRunner:
             logger.info(
                 "consumer %s stopped: %d applied, %d dead-lettered", self.spec.name, self.applied, self.dead_lettered
             )
+
+    def _subscribe(self) -> None:
+        self._topic_missing_at_join = False
+        self.consumer.subscribe([self.spec.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+
+    def _topic_exists(self) -> bool:
+        metadata = self.consumer.list_topics(self.spec.topic, timeout=2).topics.get(self.spec.topic)
+        return metadata is not None and metadata.error is None and bool(metadata.partitions)
+
+    def _rejoin_once_the_topic_exists(self) -> None:
+        """A group that rebalanced while its topic did not exist (a broker that came back empty,
+        before the relay made the topics again) hands every member nothing, and the embedded Tansu
+        never rebalances when the topic appears (measured: 86 s with no owner, until stopped).
+        Such a member joins again once the topic is there."""
+        if not self._topic_missing_at_join or time.monotonic() < self._next_topic_check:
+            return
+        self._next_topic_check = time.monotonic() + 1
+        try:
+            if not self._topic_exists():
+                return
+        except KafkaException:
+            return
+        logger.warning("topic %s exists again: joining the group again for its partitions", self.spec.topic)
+        CONSUMER_REJOINS.labels(self.spec.name).inc()
+        self.consumer.unsubscribe()
+        self._subscribe()
 
     def _next_batch(self) -> list:
         """Whatever has arrived, up to the batch size, as soon as there is anything.
@@ -333,6 +364,12 @@ class ConsumerRunner:
 
     def _on_assign(self, consumer, partitions) -> None:
         logger.info("assigned %s", [p.partition for p in partitions])
+        if not partitions and not self.cooperative:  # nothing at all: was there a topic to share?
+            try:
+                self._topic_missing_at_join = not self._topic_exists()
+            except KafkaException:
+                self._topic_missing_at_join = True
+            self._next_topic_check = time.monotonic() + 1
         try:
             self._check_offsets(consumer, partitions)
         except Exception as exc:  # a check: the consumer goes on without it
@@ -342,7 +379,8 @@ class ConsumerRunner:
         if self.from_beginning:
             for partition in partitions:
                 partition.offset = OFFSET_BEGINNING
-            consumer.assign(partitions)
+            # A cooperative assignment is a change to what the member has, not the whole of it.
+            (consumer.incremental_assign if self.cooperative else consumer.assign)(partitions)
 
     def _check_offsets(self, consumer, partitions) -> None:
         """The broker lost data if a partition's committed offset is gone, or its log ends before

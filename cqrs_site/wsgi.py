@@ -23,6 +23,9 @@ elif settings.CQRS_ROLE == "write":
     if installable():
         # Likes and dislikes are counted below Django (writes/fastpath.py); all else reaches it.
         application = Reactions(application)
+    from cqrs_site.core.bodies import ChunkedBodies
+
+    application = ChunkedBodies(application)
 
 # Before anything reads the request: a Host this API does not serve is refused, in both pools.
 application = AllowedHosts(application, settings.ALLOWED_HOSTS)

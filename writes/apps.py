@@ -4,16 +4,16 @@ from django.conf import settings
 
 class WritesConfig(AppConfig):
     name = "writes"
-    verbose_name = "MongoDB records"
+    verbose_name = "API clients"  # its admin: the API tokens (in the SQL database, not MongoDB)
 
     def ready(self) -> None:
         from django.db.models.signals import post_delete
-        from rest_framework.authtoken.models import Token
 
         from .authentication import token_forget
         from .documents import mongo_connect
+        from .tokens import ApiToken
 
-        post_delete.connect(token_forget, sender=Token, dispatch_uid="writes.token_forget")
+        post_delete.connect(token_forget, sender=ApiToken, dispatch_uid="writes.token_forget")
 
         # Registers the client only; pymongo connects on first use, i.e. after gunicorn forks.
         mongo_connect(
@@ -21,4 +21,6 @@ class WritesConfig(AppConfig):
             serverSelectionTimeoutMS=settings.MONGODB_TIMEOUT_MS,
             socketTimeoutMS=settings.MONGODB_SOCKET_TIMEOUT_MS,
             maxPoolSize=settings.MONGODB_MAX_POOL_SIZE,
+            w=int(settings.MONGODB_WRITE_CONCERN) if settings.MONGODB_WRITE_CONCERN.isdigit() else "majority",
+            journal=True,
         )

@@ -7,7 +7,9 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from cqrs_site.core.errors import ApiError, Unavailable
+from cqrs_site.core.errors import ApiError
+
+from .outcome import NotApplied
 
 logger = logging.getLogger(__name__)
 
@@ -26,10 +28,14 @@ DRF_CODES = {
 
 def api_error(exc: Exception) -> ApiError | None:
     """The API's error for one of ours or a dependency fault (MongoDB unreachable: logged), None
-    for anything else. DRF's exception handler and the write fast path (writes/fastpath.py)."""
+    for anything else. DRF's exception handler and the write fast path (writes/fastpath.py).
+
+    A write MongoDB fails in flight says what is known of it (writes/outcome.py); a connection
+    failure that reaches here came before any write was sent (a lookup, a check), or after one
+    that changed nothing, so nothing was applied."""
     if isinstance(exc, (ServerSelectionTimeoutError, ConnectionFailure)):
         logger.error("MongoDB unavailable: %s", exc)
-        return Unavailable("MongoDB is unavailable; the write was not applied. Retry later.")
+        return NotApplied()
     return exc if isinstance(exc, ApiError) else None
 
 

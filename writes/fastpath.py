@@ -4,7 +4,7 @@ A POST to /api/posts/<id>/like or /dislike, with no body, no Idempotency-Key, a 
 process knows (writes/authentication.py) and within its writes per minute, is counted here: the
 same service call as the view's (writes/services.py), the same answer, bytes and headers. Django,
 its middleware and DRF were a fifth to a third of the write pool's CPU on such a write (`make
-bench` measures it in every run: README, the write fast path), for a request that needs none of
+bench` measures it in every run: bench/README.md), for a request that needs none of
 what they do.
 
 Every other request goes to Django unchanged, and so does one whose answer would be Django's
@@ -26,6 +26,7 @@ from django.urls import resolve
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.renderers import JSONRenderer
 
+from cqrs_site.core import routes
 from cqrs_site.core.errors import ServerError
 from cqrs_site.core.telemetry import ROUTE
 
@@ -38,7 +39,12 @@ from .throttles import writes_window
 
 response_logger = logging.getLogger("django.request")  # where Django logs its 4xx and 5xx answers
 
-REACTION = re.compile(r"/api/posts/(?P<post_id>[^/]+)/(?P<reaction>like|dislike)\Z")
+# The like and dislike routes of the table (cqrs_site/core/routes.py), matched by one expression:
+# group `r<n>` for REACTIONS[n], its post id in `id<n>`.
+REACTIONS = tuple(route for route in routes.ROUTES if route.reaction)
+REACTION = re.compile(
+    "(?:" + "|".join(f"(?P<r{n}>{route.regex('[^/]+', f'id{n}')})" for n, route in enumerate(REACTIONS)) + r")\Z"
+)
 IDEMPOTENCY_ENVIRON = "HTTP_" + IDEMPOTENCY_KEY.upper().replace("-", "_")
 # The Accept headers DRF's content negotiation settles on the JSON renderer without a 406.
 ACCEPTED = frozenset(("", "*/*", "application/json", "application/*"))
@@ -74,10 +80,10 @@ class Reactions:
         # Each reaction's route as the URLconf names it (the metrics' label) and its Allow
         # (urls_write.by_method); Django's handler500 answers past the view, without Allow.
         self.server_error_headers = middleware_headers()
-        self.routes = {}
-        for reaction in ("like", "dislike"):
-            match = resolve(f"/api/posts/0/{reaction}")
-            self.routes[reaction] = (match.route, [*self.server_error_headers, ("Allow", match.func.allow)])
+        self.routes = []  # REACTIONS[n]'s route label and error headers
+        for route in REACTIONS:
+            view = resolve("/" + re.sub(r"<str:\w+>", "0", route.label)).func
+            self.routes.append((route.label, [*self.server_error_headers, ("Allow", view.allow)]))
 
     def __call__(self, environ, start_response):
         if environ.get("REQUEST_METHOD") == "POST":
@@ -85,8 +91,9 @@ class Reactions:
             if match is not None and self._plain(environ):
                 user = self._user(environ)
                 if user is not None and self.limit.hit(str(user.pk)).allowed:
-                    environ[ROUTE], headers = self.routes[match["reaction"]]
-                    return self._react(match["post_id"], match["reaction"], headers, environ, start_response)
+                    n = int(match.lastgroup[1:])
+                    environ[ROUTE], headers = self.routes[n]
+                    return self._react(match[f"id{n}"], REACTIONS[n].reaction, headers, environ, start_response)
         return self.application(environ, start_response)
 
     @staticmethod

@@ -33,6 +33,7 @@ runs afresh.
 import functools
 import hashlib
 import json
+import logging
 import re
 import time
 import uuid
@@ -49,6 +50,9 @@ from .aggregates import AGGREGATES
 from .answers import ANSWERS
 from .documents import IDEMPOTENCY_KEY_SECONDS, IdempotencyRecord
 from .events import idempotency_record
+from .outcome import AppliedUnconfirmed, OutcomeUnknown
+
+logger = logging.getLogger(__name__)
 
 HEADER = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
@@ -95,6 +99,9 @@ def _idempotent(answer: str, handler):
         token = idempotency_record.set({"record": record_id, "answer": answer})
         try:
             response = handler(view, request, *args, **kwargs)
+        except (OutcomeUnknown, AppliedUnconfirmed):
+            _settle(record_id)  # it may have landed: never a fresh start for a retry
+            raise
         except (ApiError, APIException):
             # Refused before anything was written (input, a missing post, a taken name).
             _records().delete_one({"_id": record_id, "owner": owner, "state": PENDING})
@@ -104,7 +111,10 @@ def _idempotent(answer: str, handler):
             raise
         finally:
             idempotency_record.reset(token)
-        _complete(record_id, response.status_code, response.data, _kept_headers(response), owner=owner)
+        try:
+            _complete(record_id, response.status_code, response.data, _kept_headers(response), owner=owner)
+        except PyMongoError as exc:  # the write publishing its event completed the record first
+            logger.warning("the answer of %s was not stored in its record: %s", record_id, exc)
         return response
 
     return post
@@ -191,6 +201,16 @@ def _written(record_id: str) -> dict | None:
             break
     record = _records().find_one({"_id": record_id})
     return record if record is not None and record["state"] == DONE else None
+
+
+def _settle(record_id: str) -> None:
+    """A write whose outcome is unknown, or unconfirmed: its record keeps the write's answer if it
+    is found; otherwise it stays pending, and a retry takes it over once the lease is out and
+    looks again (a write still in flight can land until then)."""
+    try:
+        _written(record_id)
+    except PyMongoError:
+        pass
 
 
 def _release(record_id: str, owner: str) -> None:

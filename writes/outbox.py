@@ -7,11 +7,16 @@ acknowledgement. Only an acknowledged event leaves the outbox, in batches off th
 (`_SentMarker`); whatever is left there (broker down, process killed) is sent later by the
 relay, so a write the client saw succeed never loses its event.
 
-The relay finds that work two ways. A write that gives up on the broker notes its document in
-a Redis set (`relay_due_key`), which the relay takes every RELAY_INTERVAL_SECONDS and reads by
-`_id`. A writer killed before it could note anything (or Redis down) is covered by the full
-pass, a query of every outbox past its grace, every RELAY_SCAN_SECONDS, through the index on
-`outbox.occurred_at`.
+The relay finds that work two ways. A write that gives up on the broker notes its event
+(document and event id) in a Redis set (`relay_due_key`), which the relay takes every
+RELAY_INTERVAL_SECONDS and reads by `_id`: it sends the noted events, and any other of those
+outboxes' events past the grace. A writer killed before it could note anything (or Redis down)
+is covered by the full pass, a query of every outbox past its grace, every RELAY_SCAN_SECONDS,
+through the index on `outbox.occurred_at`.
+
+So an event younger than the grace leaves its outbox only once its own writer sent it or gave
+it up: a write whose outcome MongoDB left unknown looks for its event there (writes/outcome.py),
+and finding it gone must mean it never landed.
 """
 
 import functools
@@ -80,18 +85,18 @@ def outbox_publish(*, aggregate: str, aggregate_id, entries: list[dict], sender:
     if not delivered:
         OUTBOX_PUBLISHES.labels(sender, "deferred").inc(len(entries) - acked)
         logger.warning("publishing %s %s deferred to the relay: %s", aggregate, aggregate_id, deliveries.failed)
-        relay_due(aggregate, [aggregate_id])
+        relay_due(aggregate, [(aggregate_id, entry["event_id"]) for entry in entries])
         if waits:
             current.suspect_for(settings.KAFKA_SUSPECT_SECONDS)
     return delivered
 
 
-def relay_due(aggregate: str, aggregate_ids: list) -> None:
-    """Note documents whose events wait in their outboxes, for the relay's next pass."""
+def relay_due(aggregate: str, events: list[tuple]) -> None:
+    """Note events (document id, event id) that wait in their outboxes, for the relay's next pass."""
     try:
-        redis_client().sadd(relay_due_key(aggregate), *[str(doc_id) for doc_id in aggregate_ids])
+        redis_client().sadd(relay_due_key(aggregate), *[f"{doc_id}:{event_id}" for doc_id, event_id in events])
     except RedisError as exc:  # the relay's full pass finds them
-        logger.warning("could not note %d %s outboxes for the relay: %s", len(aggregate_ids), aggregate, exc)
+        logger.warning("could not note %d %s events for the relay: %s", len(events), aggregate, exc)
 
 
 def _before_removal(entry: dict) -> None:
@@ -196,9 +201,8 @@ def outbox_relay_pass(
     done.failed = done.events - len(deliveries.acked)
     outbox_flush()
     acked = set(deliveries.acked)
-    unsent = {owners[tag] for tag in owners if tag not in acked}
     for name in AGGREGATES:  # tried again at the next pass
-        again = [doc_id for owner, doc_id in unsent if owner == name]
+        again = [(doc_id, tag) for tag, (owner, doc_id) in owners.items() if owner == name and tag not in acked]
         if again:
             relay_due(name, again)
     if not due_only:
@@ -211,15 +215,28 @@ def outbox_relay_pass(
 
 
 def _pending(aggregate: Aggregate, grace_seconds: float, limit: int, due_only: bool):
-    """The documents with events for the relay: the noted ones, or every outbox past the grace."""
+    """The documents with events for the relay, each with those of its outbox to send: the noted
+    events (and those past the grace) of the noted documents, or every outbox past the grace."""
+    cutoff = utc_now() - timedelta(seconds=grace_seconds)
     if due_only:
         try:
             noted = redis_client().spop(relay_due_key(aggregate.name), limit) or []
         except RedisError:
             return []  # the full pass covers them
-        ids = [oid for oid in (object_id(raw.decode()) for raw in noted) if oid is not None]
-        return aggregate.collection().find({"_id": {"$in": ids}, "outbox.0": {"$exists": True}}, {"outbox": 1})
-    cutoff = utc_now() - timedelta(seconds=grace_seconds)
+        events: dict = defaultdict(set)
+        for raw in noted:
+            doc_id, _, event_id = raw.decode().partition(":")
+            oid = object_id(doc_id)
+            if oid is not None:
+                events[oid].add(event_id)
+        documents = aggregate.collection().find(
+            {"_id": {"$in": list(events)}, "outbox.0": {"$exists": True}}, {"outbox": 1}
+        )
+        return [
+            {**document, "outbox": due}
+            for document in documents
+            if (due := _due(document["outbox"], events[document["_id"]], cutoff))
+        ]
     # Both bounds, though MongoDB bounds a `$lt` on a date to dates anyway: the embedded SecantusDB
     # walks a range with no lower bound from the start of the index, where an empty outbox has its
     # entry too, and fetches every document it passes, holding up every other operation (300 ms at
@@ -227,6 +244,14 @@ def _pending(aggregate: Aggregate, grace_seconds: float, limit: int, due_only: b
     # write p99 of the mixed load.
     pending = {"outbox.occurred_at": {"$gte": EPOCH, "$lt": cutoff}}
     return aggregate.collection().find(pending, {"outbox": 1}).limit(limit)
+
+
+def _due(outbox: list[dict], noted: set[str], cutoff) -> list[dict]:
+    """The entries a writer gave up on, or past the grace; a note of a document alone (made
+    before notes named events) stands for every entry."""
+    if "" in noted:
+        return outbox
+    return [entry for entry in outbox if entry["event_id"] in noted or entry["occurred_at"] < cutoff]
 
 
 @dataclass

@@ -2,6 +2,8 @@
 beside its apps (same login, index and sidebar), a limit on failed logins, and a clear 503 when
 MongoDB is down."""
 
+import unicodedata
+
 from django.conf import settings
 from django.contrib.admin import AdminSite
 from django.core.exceptions import PermissionDenied
@@ -15,6 +17,14 @@ from cqrs_site.core.telemetry import client_address
 
 from .options import APP_NAME, MongoAdmin
 from .permissions import APP_LABEL, permissions_create
+
+
+def login_name(raw: str) -> str:
+    """The username as Django's login compares it: stripped (the form's CharField) and
+    NFKC-normalized (its UsernameField), so " admin", "admin\t" and its full-width spelling are all
+    "admin"; and case-folded, which merges the buckets of names a case-insensitive database
+    would take for one (on a case-sensitive one it only merges names that differ by case)."""
+    return unicodedata.normalize("NFKC", raw.strip()).casefold()[:150]
 
 
 class MongoAdminSite(AdminSite):
@@ -79,7 +89,7 @@ class MongoAdminSite(AdminSite):
         if request.method != "POST":
             return super().login(request, extra_context)
         failures = FixedWindow("admin-login", settings.ADMIN_LOGIN_FAILURES_LIMIT, settings.ADMIN_LOGIN_WINDOW_SECONDS)
-        identity = f"{request.POST.get('username', '')[:150]}@{client_address(request)}"
+        identity = f"{login_name(request.POST.get('username', ''))}@{client_address(request)}"
         verdict = failures.peek(identity)
         if not verdict.allowed:
             response = HttpResponse(

@@ -1,7 +1,7 @@
 """HTTP validators both pools share: the ETag of a version, conditional headers (RFC 9110
 section 13), and the X-Min-Version header. Stdlib only: the read hot path calls these.
 
-Every answer's ETag is the strong tag `"<version>"`; HAProxy's edge (deploy/haproxy/edge.lua)
+Every answer's ETag is the strong tag `"<version>"`; HAProxy's edge (deploy/edge.lua)
 writes and compares the same.
 """
 

@@ -58,6 +58,12 @@ CACHE_WRITES = Counter(
 )
 
 # --- Writes and the outbox ----------------------------------------------------------------------
+WRITE_OUTCOMES = Counter(
+    "cqrs_write_outcomes_total",
+    "Writes MongoDB failed with in flight (writes/outcome.py), by what was then established: "
+    "landed (answered as usual), not_applied, unknown, applied_unconfirmed (landed, state unread).",
+    ["outcome"],
+)
 OUTBOX_PUBLISHES = Counter(
     "cqrs_outbox_publish_total",
     "Events handed to the broker, by who sent them (write, relay) and result: acked, or "
@@ -97,6 +103,12 @@ CONSUMER_EVENTS_APPLIED = Counter(
     "cqrs_consumer_events_applied_total",
     "Events a consumer applied (and then committed), by event type.",
     ["consumer", "type"],
+)
+CONSUMER_REJOINS = Counter(
+    "cqrs_consumer_rejoins_total",
+    "Times a consumer joined its group again because its topic reappeared after a rebalance that "
+    "found none (consumers/runner.py).",
+    ["consumer"],
 )
 CONSUMER_DEAD_LETTERED = Counter(
     "cqrs_consumer_dead_lettered_total",
@@ -142,6 +154,12 @@ INSPECTOR_CONSISTENCY.set(float("nan"))  # every process exports it; only the in
 INSPECTOR_OLDEST_UNCHECKED = Gauge(
     "cqrs_inspector_oldest_unchecked_seconds",
     "Seconds since the oldest check of any cache entry: every entry was checked at least this recently.",
+)
+INSPECTOR_OUTAGES = Counter(
+    "cqrs_inspector_outage_errors_total",
+    "Operations the inspector found a dependency (mongodb, redis) down for: it waits and resumes "
+    "where it was, never exits.",
+    ["dependency"],
 )
 INSPECTOR_SWEEPS = Counter(
     "cqrs_inspector_sweeps_total",

@@ -28,8 +28,8 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 
 @cache
-def _trusted_proxies() -> tuple:
-    return tuple(ipaddress.ip_network(net, strict=False) for net in settings.CQRS_TRUSTED_PROXIES)
+def _networks(names: tuple) -> tuple:
+    return tuple(ipaddress.ip_network(net, strict=False) for net in names)
 
 
 def client_address(request) -> str:
@@ -40,7 +40,7 @@ def client_address(request) -> str:
     remote = request.META.get("REMOTE_ADDR", "")
     forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "").rsplit(",", 1)[-1].strip()
     try:
-        trusted = any(ipaddress.ip_address(remote) in net for net in _trusted_proxies())
+        trusted = any(ipaddress.ip_address(remote) in net for net in _networks(tuple(settings.CQRS_TRUSTED_PROXIES)))
     except ValueError:
         trusted = False
     return (forwarded if trusted and forwarded else remote) or "unknown"

@@ -79,7 +79,7 @@ def test_stopping_every_consumer_fires_the_alert_and_starting_them_resolves_it(m
     wait_for(lambda: alert_state(monitored, "NoCacheConsumer") == "inactive", 30, "the consumers reported")
 
     # Through supervisor, which then leaves them stopped; one at a time, the group settled in between
-    # (on Tansu a member leaving mid-rebalance wedges the group: the README's stand-in notes).
+    # (on Tansu a member leaving mid-rebalance wedges the group: docs/stand-ins.md).
     monitored.process("consumer-1").stop()
     survivor = f"http://127.0.0.1:{monitored.process('consumer-2').env['METRICS_PORT']}/metrics"
 

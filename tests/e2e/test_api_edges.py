@@ -3,6 +3,7 @@ with Idempotency-Key, Location, Cache-Control, CORS, Link, internal endpoints in
 request ids, JSON errors with Retry-After, Host, the admin's login limit and permissions."""
 
 import http.client
+import json
 import re
 import socket
 import threading
@@ -57,8 +58,6 @@ def get_raw(stack, path: str, port: int | None = None, **headers) -> tuple[int, 
 
 
 def assert_json_error(body: bytes, code: str | None = None) -> None:
-    import json
-
     error = json.loads(body)["error"]
     assert error["message"] and (code is None or error["code"] == code), error
 
@@ -346,3 +345,60 @@ def test_the_admin_honours_djangos_permissions_on_mongodb_records(stack):
     assert viewer.get(f"{stack.url}/admin/mongodb/posts/{post['id']}/delete/").status_code == 403
     stored = stack.mongo.posts.find_one({"_id": ObjectId(post["id"])})
     assert (stored["title"], stored["version"], stored["deleted"]) == ("Edges", 1, False)
+
+
+def test_a_client_straight_at_the_write_pool_cannot_choose_the_address_the_limit_counts(stack):
+    """Only HAProxy's address (CQRS_TRUSTED_PROXIES) is believed: a local client that connects to
+    the pool itself, with X-Forwarded-For, is counted under its own address."""
+    staff_user(stack, "direct")
+    pool = f"http://127.0.0.1:{stack.process('write-1').port}"
+    direct = admin_session("127.0.0.1")
+    for n in range(10):
+        page = direct.get(pool + "/admin/login/", timeout=5)
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+        form = {"username": "direct", "password": "wrong", "csrfmiddlewaretoken": token, "next": "/admin/"}
+        headers = {"Referer": pool + "/admin/login/", "X-Forwarded-For": f"198.51.100.{n}"}
+        assert direct.post(pool + "/admin/login/", data=form, headers=headers, timeout=5).status_code == 200
+    # Ten failures counted under 127.0.0.1, whatever each claimed: the eleventh is refused.
+    blocked = direct.post(pool + "/admin/login/", data=form, headers={"Referer": pool + "/admin/login/"}, timeout=5)
+    assert blocked.status_code == 429
+
+
+FULL_WIDTH = {code: code + 0xFEE0 for code in range(0x21, 0x7F)}  # "admin" -> its full-width form
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [" {}".format, "{} ".format, "{}\t".format, lambda name: name.translate(FULL_WIDTH), str.upper],
+    ids=["leading space", "trailing space", "tab", "full width", "upper case"],
+)
+def test_the_login_limit_counts_the_username_as_django_compares_it(stack, spelling):
+    """After ten failures, every spelling Django's login reads as the same name is refused too."""
+    name = f"limited{uuid.uuid4().hex[:6]}"
+    staff_user(stack, name)
+    client = admin_session(f"127.0.0.{random_octet()}")
+    for _ in range(10):
+        assert admin_login(stack, client, name, "wrong").status_code == 200
+    assert admin_login(stack, client, spelling(name), "right-password-1").status_code == 429
+
+
+def random_octet() -> int:
+    return 10 + uuid.uuid4().int % 200
+
+
+@pytest.mark.parametrize("through", ["haproxy", "write pool"])
+def test_a_chunked_body_is_read_as_the_same_body_with_content_length(stack, through):
+    """requests sends a generator's parts as chunks (Transfer-Encoding: chunked, no Content-Length)."""
+    base = stack.url if through == "haproxy" else f"http://127.0.0.1:{stack.process('write-1').port}"
+    user = stack.writer.post(stack.url + "/api/users", json={"username": "c" + uuid.uuid4().hex[:12]}).json()
+    body = json.dumps({"user_id": user["id"], "title": "Chunked", "content": "C" * 3000}).encode()
+    parts = (body[:1000], body[1000:2500], body[2500:])
+    headers = {"Content-Type": "application/json"}
+    created = stack.writer.post(base + "/api/posts", data=iter(parts), headers=headers, timeout=10)
+    assert created.request.headers.get("Transfer-Encoding") == "chunked"
+    assert created.status_code == 201, created.text
+    assert (created.json()["title"], len(created.json()["content"])) == ("Chunked", 3000)
+    # Over the body limit, chunked as well: 413 in the API's shape, nothing created.
+    big = stack.writer.post(base + "/api/posts", data=iter([b"x" * 40000] * 2), headers=headers, timeout=10)
+    assert big.status_code == 413
+    assert_json_error(big.content, "too_large")

@@ -9,7 +9,6 @@ from confluent_kafka import Consumer
 from django.conf import settings
 from django.core.wsgi import get_wsgi_application
 from prometheus_client import REGISTRY
-from rest_framework.authtoken.models import Token
 
 from cqrs_site.core.telemetry import Instrumented
 from reads.cache import cache_put
@@ -18,6 +17,7 @@ from reads.models import Entry
 from tests.conftest import eventually
 from tests.wsgi import wsgi_call as call
 from writes import services
+from writes.tokens import api_token_create
 
 POST_ROUTE = "api/posts/<str:post_id>"
 
@@ -41,7 +41,7 @@ def read_app(db):
 def token(db):
     from django.contrib.auth import get_user_model
 
-    return Token.objects.create(user=get_user_model().objects.create(username="telemetry")).key
+    return api_token_create(user=get_user_model().objects.create(username="telemetry"))
 
 
 def event_headers(key: str, timeout: float = 15.0) -> list[dict]:

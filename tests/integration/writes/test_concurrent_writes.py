@@ -2,9 +2,13 @@
 
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from tests.conftest import eventually
 from writes import services
 from writes.documents import Post
+
+pytestmark = pytest.mark.usefixtures("post_changes")
 
 
 def test_200_likes_sent_at_once_count_200_each_with_its_own_version():

@@ -27,9 +27,10 @@ def app(spy):
 @pytest.fixture
 def token(db):
     from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
 
-    return Token.objects.create(user=get_user_model().objects.create(username="api-client")).key
+    from writes.tokens import api_token_create
+
+    return api_token_create(user=get_user_model().objects.create(username="api-client"))
 
 
 @pytest.fixture

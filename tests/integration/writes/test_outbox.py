@@ -77,8 +77,42 @@ def test_a_write_that_gives_up_notes_its_document_and_the_relay_sends_it_without
     with paused_broker_ctl():
         post = services.post_create(user_id=user["id"], title="T", content="C")
         forget_queued_events()  # as if this process died: only the outbox and the note remain
-    assert redis_client().smembers(relay_due_key("post")) == {post["id"].encode()}
+    (noted,) = redis_client().smembers(relay_due_key("post"))
+    assert noted.decode().partition(":")[0] == post["id"]
     settings.KAFKA_PUBLISH_TIMEOUT_SECONDS = 10
     done = outbox_relay_pass(grace_seconds=3600, due_only=True)  # the grace would keep a full pass away
     assert (done.documents, done.events, done.failed) == (1, 1, 0)
     assert pending(post["id"]) == [] and redis_client().scard(relay_due_key("post")) == 0
+
+
+def test_the_relay_sends_only_the_noted_events_of_a_noted_document_and_leaves_a_young_one_to_its_writer(
+    settings, paused_broker_ctl
+):
+    """A write whose outcome MongoDB left unknown looks for its event in the outbox
+    (writes/outcome.py): an event younger than the grace leaves it only through its own writer."""
+    from bson import ObjectId
+
+    from writes.aggregates import POST_AGGREGATE
+    from writes.events import POST, POST_REACTED, outbox_entry
+    from writes.outbox import relay_due
+
+    user = services.user_create(username="noted_only")
+    post = services.post_create(user_id=user["id"], title="T", content="C")
+    settings.KAFKA_PUBLISH_TIMEOUT_SECONDS = 0.3
+    settings.KAFKA_SUSPECT_SECONDS = 0
+    with paused_broker_ctl():
+        services.post_react(post_id=post["id"], reaction="like")  # gives up on the broker: noted
+        forget_queued_events()
+    # Another write's event, in flight: in the outbox, not noted.
+    document = Post._get_collection().find_one({"_id": ObjectId(post["id"])})
+    state = {name: document[name] for name in POST_AGGREGATE.fields}
+    in_flight = outbox_entry(event_type=POST_REACTED, aggregate=POST, state=state)
+    Post._get_collection().update_one({"_id": ObjectId(post["id"])}, {"$push": {"outbox": in_flight}})
+    settings.KAFKA_PUBLISH_TIMEOUT_SECONDS = 10
+    done = outbox_relay_pass(grace_seconds=60, due_only=True)
+    assert (done.documents, done.events, done.failed) == (1, 1, 0)
+    assert [entry["event_id"] for entry in pending(post["id"])] == [in_flight["event_id"]]
+    # Noted too (its writer gave up on it): sent.
+    relay_due("post", [(ObjectId(post["id"]), in_flight["event_id"])])
+    assert outbox_relay_pass(grace_seconds=60, due_only=True).failed == 0
+    assert pending(post["id"]) == []

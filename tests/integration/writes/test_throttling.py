@@ -2,16 +2,16 @@
 reads are not affected."""
 
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from writes.documents import User
+from writes.tokens import api_token_create
 
 
 def client_for(name: str) -> APIClient:
     client = APIClient()
-    token = Token.objects.create(user=get_user_model().objects.create(username=name))
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    token = api_token_create(user=get_user_model().objects.create(username=name))
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     return client
 
 

@@ -10,6 +10,8 @@ from writes.documents import Post, User
 from writes.events import utc_now
 from writes.services import _KnownUsers
 
+pytestmark = pytest.mark.usefixtures("post_changes")
+
 
 def counts() -> tuple[int, int, list]:
     posts = list(Post._get_collection().find({}, {"outbox": 0}))

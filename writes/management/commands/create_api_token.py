@@ -1,12 +1,14 @@
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
-from rest_framework.authtoken.models import Token
+from django.core.management.base import BaseCommand, CommandError
+
+from writes.tokens import ApiToken, api_token_create
 
 
 class Command(BaseCommand):
     help = (
-        "Print an API token for NAME (a Django user made for API access, created if missing). "
-        "Send it as 'Authorization: Token <key>' on write requests. --rotate replaces an existing token."
+        "Print a new API token for NAME (a Django user made for API access, created if missing), once: "
+        "only its hash is kept. Send it as 'Authorization: Token <key>' on write requests. --rotate "
+        "replaces an existing token."
     )
 
     def add_arguments(self, parser):
@@ -19,6 +21,10 @@ class Command(BaseCommand):
             user.set_unusable_password()
             user.save(update_fields=["password"])
         if rotate:
-            Token.objects.filter(user=user).delete()
-        token, _ = Token.objects.get_or_create(user=user)
-        self.stdout.write(token.key)
+            ApiToken.objects.filter(user=user).delete()
+        elif ApiToken.objects.filter(user=user).exists():
+            raise CommandError(
+                f"{name!r} has an API token already; only its hash is kept, so it cannot be shown again. "
+                "--rotate replaces it."
+            )
+        self.stdout.write(api_token_create(user=user))

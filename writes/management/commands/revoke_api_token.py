@@ -1,5 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
-from rest_framework.authtoken.models import Token
+
+from writes.tokens import ApiToken
 
 
 class Command(BaseCommand):
@@ -9,7 +10,7 @@ class Command(BaseCommand):
         parser.add_argument("name", help="the API client's name (as given to create_api_token)")
 
     def handle(self, *args, name, **options):
-        deleted, _ = Token.objects.filter(user__username=name).delete()
+        deleted, _ = ApiToken.objects.filter(user__username=name).delete()
         if not deleted:
             raise CommandError(f"{name!r} has no API token")
         self.stdout.write(f"revoked the API token of {name!r}")
