@@ -244,3 +244,59 @@ def write_report(results: dict, out: Path) -> None:
     (out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "latest.md").write_text(markdown(results))
     plots(results, out)
+
+
+def targets(scenarios: dict) -> list[dict]:
+    """The issues' targets, as ratios and figures from this run."""
+    rows = []
+    ceiling, pool, edge = (
+        scenarios.get("ceiling_wsgi"),
+        scenarios.get("pool_hits_uniform"),
+        scenarios.get("edge_hits_uniform"),
+    )
+    static = scenarios.get("haproxy_static")
+    if ceiling and pool:
+        rows.append(_target("pool hits / bare-WSGI ceiling", pool["rps"] / ceiling["rps"], ">=", 0.8))
+    if edge and pool:
+        rows.append(_target("edge hits / pool hits", edge["rps"] / pool["rps"], ">=", 5.0))
+    if edge and static:
+        rows.append(_target("edge hits / HAProxy's static answer", edge["rps"] / static["rps"], ">=", 0.1))
+    if edge:
+        rows.append(_target("edge hits p99 (ms)", edge["latency_ms"]["p99"], "<", 10.0))
+    misses = scenarios.get("misses")
+    if pool and misses:
+        rows.append(_target("pool hits / misses", pool["rps"] / misses["rps"], ">=", 3.0))
+    feeds = scenarios.get("feed_hits")
+    if feeds and pool:
+        rows.append(
+            _target("feed hits / single-post hits (both by the read pool)", feeds["rps"] / pool["rps"], ">=", 0.5)
+        )
+    for name, label in (("visibility", "a like"), ("feed_visibility", "a new post in its feeds")):
+        found = scenarios.get(name)
+        if found and found["delay_ms"]:
+            rows.append(
+                _target(f"visibility p99 (ms) of {label} at 100 writes/s", found["delay_ms"]["p99"], "<", 100.0)
+            )
+    for name in ("likes", "patches", "creates"):
+        found = scenarios.get(f"writes_{name}")
+        if found:
+            rows.append(_target(f"{name} / the stores' own cost", found["ratio"], ">=", 0.6))
+    hot = scenarios.get("writes_likes_hot")
+    if hot and hot.get("exact"):
+        exact = sum(1 for found in hot["exact"] if found["met"]) / len(hot["exact"])
+        rows.append(_target("likes of one post counted exactly (MongoDB, then the cache): passes", exact, ">=", 1.0))
+    for mixed in scenarios.get("mixed", {}).get("rates", []):
+        at = f"mixed 95/5 at {mixed['planned_rate_per_s']:,}/s"
+        rows.append(_target(f"{at}: planned writes sent", mixed["writes"] / mixed["writes_planned"], ">=", 1.0))
+        if mixed["write_latency_ms"]:
+            rows.append(_target(f"{at}: write p99 (ms)", mixed["write_latency_ms"]["p99"], "<", 250.0))
+        rows.append(_target(f"{at}: the inspector's consistency", mixed["inspector"]["consistency"], ">=", 0.9999))
+    consumer = scenarios.get("consumer")
+    if consumer:
+        rows.append(_target("run_consumer / raw consume", consumer["ratio"], ">=", 0.3))
+    return rows
+
+
+def _target(name: str, value: float, operator: str, goal: float) -> dict:
+    met = {">=": value >= goal, "<=": value <= goal, "<": value < goal}[operator]
+    return {"target": name, "value": round(value, 4), "goal": f"{operator} {goal}", "met": met}

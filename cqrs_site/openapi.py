@@ -16,6 +16,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import serializers
 from rest_framework.views import APIView
 
+from cqrs_site.core import routes
 from reads.apis import DEFAULT_ORDER, MAX_PAGE, ORDERS
 from writes import apis as writes
 from writes.aggregates import POST_AGGREGATE, USER_AGGREGATE
@@ -353,13 +354,18 @@ def closed_request_bodies(result, generator, request, public):
     return result
 
 
+# The documenting view of each route of the table (cqrs_site/core/routes.py).
+DOC_VIEWS = {
+    "users": UsersDoc.as_view(),
+    "posts": PostsDoc.as_view(),
+    "user-detail": UserDoc.as_view(),
+    "user-posts": UserPostsDoc.as_view(),
+    "post-detail": PostDoc.as_view(),
+    "post-likes": PostLikesDoc.as_view(),
+    "post-like": PostReactDoc.as_view(reaction="like"),
+    "post-dislike": PostReactDoc.as_view(reaction="dislike"),
+}
 urlpatterns = [
-    path("api/users", UsersDoc.as_view()),
-    path("api/users/<str:user_id>", UserDoc.as_view()),
-    path("api/users/<str:user_id>/posts", UserPostsDoc.as_view()),
-    path("api/posts", PostsDoc.as_view()),
-    path("api/posts/<str:post_id>", PostDoc.as_view()),
-    path("api/posts/<str:post_id>/likes", PostLikesDoc.as_view()),
-    path("api/posts/<str:post_id>/like", PostReactDoc.as_view(reaction="like")),
-    path("api/posts/<str:post_id>/dislike", PostReactDoc.as_view(reaction="dislike")),
+    path(f"api/{route.pattern}", view)
+    for route, view in routes.views_for(routes.ROUTES, DOC_VIEWS, "the OpenAPI description")
 ]

@@ -11,8 +11,10 @@ from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from cqrs_site import health
+from cqrs_site.core import routes
 from cqrs_site.core.errors import MethodNotAllowed
 from reads import apis as reads
+from reads import routes as read_routes
 from writes import apis as writes
 
 
@@ -40,6 +42,21 @@ def by_method(read_view=None, write_view=None):
     return view
 
 
+# The write view of each route of the table (cqrs_site/core/routes.py) that takes writes.
+WRITE_VIEWS = {
+    "users": writes.UserCreateApi.as_view(),
+    "posts": writes.PostCreateApi.as_view(),
+    "post-detail": writes.PostDetailApi.as_view(),
+    "post-like": writes.PostReactApi.as_view(reaction="like"),
+    "post-dislike": writes.PostReactApi.as_view(reaction="dislike"),
+}
+READ_VIEWS = {route.name: route.view for route in read_routes.ROUTES}
+# Every route, its read view for GET/HEAD (a write-only path answers 405) and its write view.
+API = [
+    (route, by_method(READ_VIEWS[route.name] if route.read else None, view))
+    for route, view in routes.views_for([r for r in routes.ROUTES if r.write], WRITE_VIEWS, "the write pool")
+] + [(route, by_method(READ_VIEWS[route.name])) for route in routes.ROUTES if not route.write]
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", health.healthz),
@@ -47,14 +64,7 @@ urlpatterns = [
     # The API's description; cqrs_site/openapi.py explains why it has a URLconf of its own.
     path("api/schema/", SpectacularAPIView.as_view(urlconf="cqrs_site.openapi"), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
-    path("api/users", by_method(write_view=writes.UserCreateApi.as_view())),
-    path("api/users/<str:user_id>", by_method(reads.user_detail)),
-    path("api/users/<str:user_id>/posts", by_method(reads.user_posts)),
-    path("api/posts", by_method(reads.posts, writes.PostCreateApi.as_view())),
-    path("api/posts/<str:post_id>", by_method(reads.post_detail, writes.PostDetailApi.as_view())),
-    path("api/posts/<str:post_id>/likes", by_method(reads.post_likes)),
-    path("api/posts/<str:post_id>/like", by_method(write_view=writes.PostReactApi.as_view(reaction="like"))),
-    path("api/posts/<str:post_id>/dislike", by_method(write_view=writes.PostReactApi.as_view(reaction="dislike"))),
+    *(path(f"api/{route.pattern}", view) for route, view in API),
 ]
 
 # Errors Django answers itself (no route, an unhandled exception, a bad Host) in the API's shape.

@@ -1,22 +1,31 @@
 -- Cache hits answered by HAProxy itself, from the same Redis entries the read pool serves.
 --
--- A GET of one user, post or post's likes (the entry routes of reads/routes.py, generated into
--- deploy/edge_routes.lua) reads its entry with one Redis GET and, when the entry is a hit,
+-- A GET of one user, post or post's likes (the entry routes of cqrs_site/core/routes.py,
+-- generated into deploy/edge_routes.lua) reads its entry with one Redis GET and, when the entry is a hit,
 -- sets the variables the `edge_hits` backend answers from (deploy/haproxy.cfg). Anything else
 -- sets nothing and falls through to the read pool, unchanged: a miss, a tombstone, an entry
 -- older than X-Min-Version asks for, a malformed header, Redis unreachable or slower than
 -- EDGE_REDIS_TIMEOUT_MS, a body too large for HAProxy's buffer, a Host not allowed.
 --
--- It speaks the cache's format (cqrs_site/core/codec.py: "<version>:<body>", an empty body a
--- tombstone) and the API's validators (cqrs_site/core/http.py: the strong ETag "<version>",
--- RFC 9110 If-None-Match, X-Min-Version); tests/e2e/test_edge.py holds the two to each other.
+-- It reads the cache's format with the Lua the Redis scripts are sent with
+-- (cqrs_site/core/entry_value.lua: "<version>:<body>", an empty body a tombstone) and speaks the
+-- API's validators (cqrs_site/core/http.py: the strong ETag "<version>", RFC 9110 If-None-Match,
+-- X-Min-Version); tests/e2e/test_edge.py holds the two to each other.
 --
 -- HAProxy 2.6's Lua cannot keep a connection across requests, so each hit opens one and asks
 -- Redis to close it (QUIT after the GET). Over Redis's unix socket (EDGE_REDIS_SOCKET, same
 -- host) that costs no TCP state at all; over TCP the TIME_WAIT that closing leaves is Redis's,
 -- on its own port, not one of HAProxy's ephemeral ports per hit (both measured in `make bench`).
 
-local routes = dofile((os.getenv("EDGE_LUA_DIR") or "deploy") .. "/edge_routes.lua")
+local lua_dir = os.getenv("EDGE_LUA_DIR") or "deploy"
+local routes = dofile(lua_dir .. "/edge_routes.lua")
+-- The value format's one statement in Lua: a file of local functions, as the Redis scripts take it.
+local entry_split = (function()
+  local file = assert(io.open(lua_dir .. "/../cqrs_site/core/entry_value.lua"))
+  local source = file:read("*a")
+  file:close()
+  return assert(load(source .. "\nreturn entry_split", "entry_value.lua"))()
+end)()
 
 local function redis_address(url)
   -- redis://[:password@]host:port[/db]
@@ -151,10 +160,8 @@ core.register_action("edge_hit", { "http-req" }, function(txn)
   if minimum and not is_version(minimum) then return end
   local value = redis_get(key)
   if not value then return end
-  local colon = value:find(":", 1, true)
-  if not colon then return end
-  local version, body = value:sub(1, colon - 1), value:sub(colon + 1)
-  if body == "" or #body > MAX_BODY or not is_version(version) then return end
+  local version, body = entry_split(value)
+  if not version or body == "" or #body > MAX_BODY or not is_version(version) then return end
   if minimum and tonumber(version) < tonumber(minimum) then return end
   txn:set_var("txn.edge_etag", '"' .. version .. '"')
   if LOG_PERCENT >= 100 or math.random() * 100 < LOG_PERCENT then txn:set_var("txn.edge_logged", true) end

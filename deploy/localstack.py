@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .processes import PYTHON, ROOT, SERVERS, VENV_BIN, Process, env_int, port_open, redis_socket
+from .processes import PYTHON, ROOT, SERVERS, VENV_BIN, Process, env_int, local_profile, port_open, redis_socket
 from .supervision import Program, Supervisor
 
 # What HAProxy's edge reads from the environment, as the app does.
@@ -31,6 +31,12 @@ EDGE_SETTINGS = (
     "DJANGO_ALLOWED_HOSTS",
     "CORS_ALLOWED_ORIGINS",
 )
+
+
+# The address HAProxy connects to the local pools from, and the only one whose X-Forwarded-For
+# they believe (CQRS_TRUSTED_PROXIES): a client on this host connects from 127.0.0.1, so it
+# cannot choose the address the admin's login limit counts it under.
+HAPROXY_SOURCE = "127.0.0.64"
 
 
 def haproxy_render(read_servers: list[str], write_servers: list[str], extra: str = "") -> str:
@@ -147,9 +153,8 @@ class Stack:
 
     def app_env(self) -> dict:
         env = {**self.servers, "CQRS_RUN_DIR": str(self.run_dir), "PYTHONUNBUFFERED": "1"}
-        if "kafka" in self.own_servers:
-            # Tansu cannot add partitions: the relay may recreate a short topic (writes/topics.py).
-            env["KAFKA_RECREATE_UNGROWABLE_TOPICS"] = "1"
+        env["CQRS_TRUSTED_PROXIES"] = os.environ.get("CQRS_TRUSTED_PROXIES", HAPROXY_SOURCE)
+        env.update(local_profile(self.own_servers))  # what the stand-ins it runs need
         return env
 
     def pools(self) -> list[Process]:
@@ -174,13 +179,17 @@ class Stack:
     def workers(self) -> list[Process]:
         """The consumers, the relay and the inspector: manage.py commands, no HTTP."""
         env = {**self.app_env(), "DJANGO_SETTINGS_MODULE": "cqrs_site.settings.consumer"}
+        # Static membership (a stable group.instance.id each) unless the broker's profile says no.
+        static = {**os.environ, **env}.get("CONSUMER_STATIC_MEMBERSHIP", "1") != "0"
         processes = []
         for index in range(self.consumers):
             name = f"consumer-{index + 1}"
             ready = self.run_dir / "pids" / f"{name}.ready"
             argv = [PYTHON, str(ROOT / "manage.py"), "run_consumer", "cache", "--ready-file", str(ready)]
-            metrics = {"METRICS_PORT": str(self.metrics_port_base + index + 1)}
-            processes.append(Process(name, argv, self.run_dir, env={**env, **metrics}, ready_file=ready))
+            own = {"METRICS_PORT": str(self.metrics_port_base + index + 1)}
+            if static:
+                own["CONSUMER_INSTANCE_ID"] = name
+            processes.append(Process(name, argv, self.run_dir, env={**env, **own}, ready_file=ready))
         relay = [PYTHON, str(ROOT / "manage.py"), "run_relay"]
         processes.append(
             Process("relay", relay, self.run_dir, env={**env, "METRICS_PORT": str(self.metrics_port_base)})
@@ -206,10 +215,24 @@ class Stack:
     def write_haproxy_config(self) -> None:
         (self.run_dir / "haproxy.cfg").write_text(
             haproxy_render(
-                [f"server read-{i + 1} 127.0.0.1:{self.read_port_base + i}" for i in range(self.read_instances)],
-                [f"server write-{i + 1} 127.0.0.1:{self.write_port_base + i}" for i in range(self.write_instances)],
+                [
+                    f"server read-{i + 1} 127.0.0.1:{self.read_port_base + i} source {HAPROXY_SOURCE}"
+                    for i in range(self.read_instances)
+                ],
+                [
+                    f"server write-{i + 1} 127.0.0.1:{self.write_port_base + i} source {HAPROXY_SOURCE}"
+                    for i in range(self.write_instances)
+                ],
             )
         )
+
+    def api_token_ensure(self) -> None:
+        """The API client's token in .run/api-token: kept while its file is there (only its hash is
+        in the database, so it cannot be printed again), made anew (--rotate) when it is not."""
+        token_file = self.run_dir / "api-token"
+        if not token_file.exists():
+            token_file.write_text(self.manage("create_api_token", "api-client", "--rotate") + "\n")
+            token_file.chmod(0o600)
 
     def prometheus(self) -> Process:
         """Prometheus (Debian's package), its data and config under the run directory."""
@@ -293,7 +316,7 @@ class Stack:
             admin = self.manage("ensure_admin_user", "--password-file", str(self.run_dir / "admin-password"))
             self.manage("ensure_indexes")
             self.manage("create_topics")
-            (self.run_dir / "api-token").write_text(self.manage("create_api_token", "api-client") + "\n")
+            self.api_token_ensure()
             self._start(layers[1])
             self._start(layers[2])
         except BaseException:

@@ -278,13 +278,16 @@ def kafka_server(run_dir: Path, port: int) -> Process:
 @dataclass(frozen=True)
 class Server:
     """An embedded server: its name, the variable that points elsewhere instead, the URL of the
-    embedded one, and the variable that sets its port (and the default port)."""
+    embedded one, the variable that sets its port (and the default port), and the local profile:
+    the settings the app needs to talk to this stand-in rather than the real engine, applied
+    only where the stand-in runs (a variable set in the environment still wins)."""
 
     name: str
     variable: str
     url: str
     port_variable: str
     default_port: int
+    profile: tuple[tuple[str, str], ...] = ()
 
     def process(self, run_dir: Path, port: int, mongo_storage: str | None = None) -> Process:
         if self.name == "mongodb":
@@ -297,9 +300,58 @@ SERVERS = (
     # The embedded SecantusDB records every retryable write and prunes that record with a scan on
     # every write (16 ms against 1.2 ms per update, measured): it is talked to without them. A real
     # MongoDB (MONGODB_URI) keeps pymongo's default, retryWrites=true.
-    Server("mongodb", "MONGODB_URI", "mongodb://127.0.0.1:{port}/cqrs?retryWrites=false", "MONGO_PORT", 27018),
-    Server("kafka", "KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:{port}", "KAFKA_PORT", 19092),
+    Server(
+        "mongodb",
+        "MONGODB_URI",
+        "mongodb://127.0.0.1:{port}/cqrs?retryWrites=false",
+        "MONGO_PORT",
+        27018,
+        profile=(
+            # SecantusDB runs findAndModify, and any filter beyond `_id`, as a scan of the
+            # collection (100-170 ms at 10,000 posts against 1.5 ms for an update by `_id` and a
+            # read-back): writes/changes.py.
+            ("MONGODB_POST_CHANGES", "update_and_read_back"),
+        ),
+    ),
+    Server(
+        "kafka",
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "127.0.0.1:{port}",
+        "KAFKA_PORT",
+        19092,
+        profile=(
+            # Tansu 0.6.0 breaks static membership: with a group.instance.id each, two members
+            # never hold partitions at once (each is assigned and revoked in the same instant,
+            # every 6 s, for good). It strands members under cooperative
+            # rebalancing (with a 2 s session it left three partitions unowned for good). Eager,
+            # with a short session: a consumer SIGKILLed and restarted 0.5 s later delayed events
+            # at most 1.87 s (45 s session: as long; 6 s, eager: 11.2 s). Tansu also holds a
+            # JoinGroup for half the session, so a long one is a long start (measured 2026-12-06).
+            ("CONSUMER_STATIC_MEMBERSHIP", "0"),
+            ("KAFKA_ASSIGNMENT_STRATEGY", "range,roundrobin"),
+            ("KAFKA_SESSION_TIMEOUT_MS", "2000"),
+            ("KAFKA_HEARTBEAT_INTERVAL_MS", "300"),
+            # After a restart Tansu no longer ends a held fetch when an event arrives: events waited
+            # up to half of librdkafka's 500 ms (p99 243-253 ms); 50 bounds that at 25 ms.
+            ("KAFKA_FETCH_WAIT_MAX_MS", "50"),
+            # Tansu keeps its topics in memory and cannot add partitions: the relay checks them
+            # every 2 s and may recreate a short one (writes/topics.py).
+            ("RELAY_TOPIC_CHECK_SECONDS", "2"),
+            ("KAFKA_RECREATE_UNGROWABLE_TOPICS", "1"),
+        ),
+    ),
 )
+
+
+def local_profile(names) -> dict:
+    """The local profile of the named stand-ins (see Server), less what the environment sets."""
+    return {
+        variable: value
+        for server in SERVERS
+        if server.name in names
+        for variable, value in server.profile
+        if variable not in os.environ
+    }
 
 
 def servers_start(
@@ -324,4 +376,5 @@ def servers_start(
             env["EDGE_REDIS_SOCKET"] = str(redis_socket(run_dir))
     for process in started:
         process.wait_ready()
+    env.update(local_profile([process.name for process in started]))
     return env, started

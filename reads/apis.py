@@ -151,3 +151,10 @@ def create_only(request):
     """GET of /api/users, which only takes POST (in the write pool): 405, not 404."""
     message = f"{request.method} is not allowed here: this path only creates (POST); there is no list of users."
     return error_response(MethodNotAllowed(message), allow="POST")
+
+
+def react_only(request, post_id: str):
+    """GET of a post's /like or /dislike, which only take POST (in the write pool): 405, not 404.
+    The Allow is the write pool's for the same path (cqrs_site/urls_write.py)."""
+    message = f"{request.method} is not allowed here: this path only counts a reaction (POST); read it at /likes."
+    return error_response(MethodNotAllowed(message), allow="POST, OPTIONS")

@@ -25,7 +25,15 @@ from dataclasses import dataclass
 import msgspec
 from django.conf import settings
 
-from cqrs_site.core.codec import entry_key, fill_lock_key, high_water_key, value_decode, value_text, view_key
+from cqrs_site.core.codec import (
+    ENTRY_VALUE_LUA,
+    entry_key,
+    fill_lock_key,
+    high_water_key,
+    value_decode,
+    value_text,
+    view_key,
+)
 from cqrs_site.core.metrics import CACHE_WRITES
 from cqrs_site.core.redis_client import redis_client
 
@@ -53,7 +61,8 @@ end
 FIELDS_PER_WRITE = 6
 
 APPLY_SCRIPT = (
-    FEED_LUA
+    ENTRY_VALUE_LUA
+    + FEED_LUA
     + """
 -- ARGV[1]: the fences' TTL (ms). ARGV[2]: the writes, one MessagePack array of their fields
 -- in a row (Redis's cmsgpack decodes it in C), each write's in order:
@@ -91,8 +100,8 @@ for i = 1, #writes, """
   if version >= high then
     if kind == 'E' then
       -- Only the version's digits (at most 19) and the colon: not the body, which Lua would copy.
-      -- A missing key reads as '' (no match: nothing held).
-      local held = tonumber(string.match(redis.call('GETRANGE', key, 0, 20), '^(%d+):'))
+      -- A missing key reads as '' (no version: nothing held).
+      local held = entry_version(redis.call('GETRANGE', key, 0, 20))
       if not held or held < version or (held == version and rewrite) then
         redis.call('SET', key, a, 'PX', b)
         stored = 1
@@ -240,7 +249,7 @@ def cache_pack_states(documents: Iterable[tuple[str, dict, frozenset[str] | None
     declarations (reads/models.py) without the Entry and Member in between: the consumer packs
     every document of every batch, and making then reading those objects was 40% of that work
     (a liked post 4.4-4.7 us against 2.8-3.0 us; the bench's 50,000-event backlog applied in
-    0.73 s against 0.90 s, five runs each, alternated: README, the consumer). `ops_for` and
+    0.73 s against 0.90 s, five runs each, alternated: bench/README.md, the consumer). `ops_for` and
     `cache_pack` stay the fills' and repairs' way; tests/unit/reads/test_cache_pack.py holds the
     two equal."""
     lifetimes = ttls()

@@ -24,7 +24,7 @@ from django.conf import settings
 from pymongo.errors import ConnectionFailure
 from redis.exceptions import RedisError
 
-from cqrs_site.core.codec import prefix
+from cqrs_site.core.codec import ENTRY_VALUE_LUA, prefix
 from cqrs_site.core.errors import InvalidInput, Unavailable
 from cqrs_site.core.metrics import CACHE_LOOKUPS
 from cqrs_site.core.redis_client import redis_client
@@ -47,7 +47,8 @@ FILL_TIMEOUT_MS = 10_000  # a filler that died leaves `!filling` for this long a
 # post whose entry is not cached; reached_cutoff '1' when a truncated feed ended before the page
 # did. state is absent, filling or ready; nothing follows unless ready.
 PAGE_SCRIPT = (
-    FEED_LUA
+    ENTRY_VALUE_LUA
+    + FEED_LUA
     + """
 local feed = KEYS[1]
 local sentinel = sentinel_of(feed)
@@ -73,7 +74,7 @@ while found <= size and not below do
       local value = redis.call('GET', ARGV[4] .. member)
       local body = ''
       if value then
-        body = string.sub(value, string.find(value, ':', 1, true) + 1)
+        body = select(2, entry_split(value)) or ''
       end
       if value and body == '' then
         buried[#buried + 1] = member

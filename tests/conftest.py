@@ -46,11 +46,12 @@ def clean_stores():
 def api_client(db):
     """A client of the whole API (the test settings route reads and writes) with a valid token."""
     from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
+
+    from writes.tokens import api_token_create
 
     user = get_user_model().objects.create(username="api-client")
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token_create(user=user)}")
     return client
 
 
@@ -139,7 +140,7 @@ def start_consumer(tmp_path, settings):
     """Start consumers on demand; every one still running at the end is stopped with SIGTERM
     and must exit cleanly. A test's consumers form a group of their own (settings follow),
     starting where the topic ended when the test began: on Tansu a member that leaves while its
-    group rebalances can wedge that group for good (README, stand-in notes), and one wedged
+    group rebalances can wedge that group for good (docs/stand-ins.md), and one wedged
     suite-wide group failed every later consumer test."""
     group = f"{settings.CACHE_CONSUMER_GROUP}-{uuid.uuid4().hex[:8]}"
     settings.CACHE_CONSUMER_GROUP = group

@@ -1,6 +1,6 @@
 """Everything this project keeps in Redis, in one place: every key (built and parsed) and the
-cache's value format. HAProxy's edge (deploy/haproxy/edge.lua) reads the same keys and values;
-tests/integration/reads/test_edge.py holds the two to each other.
+cache's value format (in Lua: entry_value.lua, beside this file). HAProxy's edge (deploy/edge.lua)
+reads the same keys and values; tests/e2e/test_edge.py holds the two to each other.
 
 Cache entries, one per read of the API:
 
@@ -25,6 +25,7 @@ bookkeeping).
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from django.conf import settings
 
@@ -116,6 +117,11 @@ def key_parse(key: str | bytes) -> EntryKey | None:
 
 
 # --- Cache values ------------------------------------------------------------------------------
+
+
+# The same format in Lua (entry_version, entry_split), put in front of every Redis script that
+# reads an entry's value; HAProxy's edge loads the file itself.
+ENTRY_VALUE_LUA = (Path(__file__).parent / "entry_value.lua").read_text()
 
 
 def value_text(version: int, body: bytes | None) -> str:

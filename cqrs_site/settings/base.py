@@ -56,8 +56,10 @@ if DJANGO_ENV == "production":
         raise ImproperlyConfigured("DJANGO_ENV=production refuses to start: " + "; ".join(unsafe) + ".")
     SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = flag("DJANGO_SECURE_COOKIES", True)
 # Peers whose X-Forwarded-For is believed (HAProxy's addresses; networks allowed), for the
-# client address a limit counts (the admin's failed logins).
-CQRS_TRUSTED_PROXIES = env.list("CQRS_TRUSTED_PROXIES", ["127.0.0.1", "::1"], subcast=str.strip)
+# client address a limit counts (the admin's failed logins). None by default: a proxy's address
+# is the deployment's to name, and any client that shares it chooses its own address (the local
+# stack's HAProxy connects from an address of its own: deploy/localstack.py).
+CQRS_TRUSTED_PROXIES = env.list("CQRS_TRUSTED_PROXIES", [], subcast=str.strip)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
@@ -66,7 +68,6 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.auth",
     "rest_framework",
-    "rest_framework.authtoken",
     "writes",
     "reads",
     "consumers",
@@ -92,9 +93,28 @@ LANGUAGE_CODE = "en-us"
 STATIC_URL = "/static/"
 
 # --- MongoDB: the store of record -------------------------------------------------------------
-# The default is the embedded SecantusDB of `make up`, without retryable writes (deploy/processes.py
-# says why); a real MongoDB keeps pymongo's retryWrites=true.
-MONGODB_URI = env.str("MONGODB_URI", "mongodb://127.0.0.1:27018/cqrs?retryWrites=false")
+# The default is the port of `make up`'s embedded server; its local profile (deploy/processes.py)
+# adds what that stand-in needs. A real MongoDB keeps pymongo's defaults (retryWrites=true).
+MONGODB_URI = env.str("MONGODB_URI", "mongodb://127.0.0.1:27018/cqrs")
+# How a post's change is applied and its event read (writes/changes.py): "find_and_modify", one
+# findAndModify that returns the event the change made (MongoDB's way), or "update_and_read_back",
+# an update matched by `_id` alone, then the event read back by its id (the embedded SecantusDB's
+# way: it runs findAndModify, and any filter beyond `_id`, as a scan of the collection).
+MONGODB_POST_CHANGES = env.str(
+    "MONGODB_POST_CHANGES", "find_and_modify", validate=validate.OneOf(["find_and_modify", "update_and_read_back"])
+)
+# Every write waits for its journal (j=true: not settable, and a URI's journal=false is
+# overridden): a write acknowledged before its journal reached disk is lost when the server
+# crashes, and a later write reuses its version (measured: 2 SIGKILLs of the embedded server lost
+# 8 acknowledged likes without it, 0 of 6,165 over 4 with it). "majority" also waits for a
+# majority of a replica set, so a failover cannot roll an acknowledged write back; on a standalone
+# server it is the same as 1. Lower it only knowing that (deploy/README.md, durability).
+MONGODB_WRITE_CONCERN = env.str(
+    "MONGODB_WRITE_CONCERN", "majority", validate=validate.Regexp(r"^(majority|[1-9][0-9]*)$")
+)
+# How long a write that MongoDB failed in flight looks for its own mark once the server answers
+# again, before it answers 503 "outcome unknown" (writes/outcome.py).
+WRITE_OUTCOME_SECONDS = env.float("WRITE_OUTCOME_SECONDS", 5, validate=not_negative)
 # How long an operation waits for a reachable server before the API answers 503.
 MONGODB_TIMEOUT_MS = env.int("MONGODB_TIMEOUT_MS", 2000, validate=positive)
 # A server that stops answering mid-request (hung, paused) fails the request after this long.
@@ -179,21 +199,27 @@ KAFKA_CONSUMER_CONFIG = {
     "enable.auto.commit": False,
     "enable.auto.offset.store": False,
     "auto.offset.reset": "earliest",
-    # Tansu holds a JoinGroup for half the session timeout: 45 s (the default) costs a 23 s
-    # start. 6 s is Kafka's default group.min.session.timeout.ms.
-    "session.timeout.ms": env.int("KAFKA_SESSION_TIMEOUT_MS", 6000, validate=positive),
-    "heartbeat.interval.ms": 1000,
-    # How long Tansu may hold a fetch that found nothing. It answers at once when an event arrives,
-    # except after it restarted (it keeps nothing: the relay remakes the topics): then an event
-    # waits up to half of this to be fetched. At 500 ms (librdkafka's default) that was 250 ms at
-    # p99 and tests/faults/test_self_healing.py failed; 50 ms costs an idle stack 4.6% of a core
-    # in Tansu against 1% at 500 (measured 2026-11-28).
-    "fetch.wait.max.ms": 50,
+    # librdkafka's own defaults, for a real Kafka (KIP-62 and KIP-345): a member is given up
+    # after 45 s of silence, which a restart inside that time never reaches with static
+    # membership (below). The embedded Tansu needs 2 s and 300 ms (docs/stand-ins.md says why).
+    "session.timeout.ms": env.int("KAFKA_SESSION_TIMEOUT_MS", 45000, validate=positive),
+    "heartbeat.interval.ms": env.int("KAFKA_HEARTBEAT_INTERVAL_MS", 3000, validate=positive),
+    # Cooperative rebalancing (KIP-429): a member that joins or leaves moves only the partitions
+    # that change owner; the others are never stopped. Eager ("range,roundrobin") stops all.
+    "partition.assignment.strategy": env.str("KAFKA_ASSIGNMENT_STRATEGY", "cooperative-sticky"),
+    # How long the broker may hold a fetch that found nothing: librdkafka's default. Kafka answers
+    # a held fetch as soon as data arrives; the embedded Tansu, after a restart, does not (its
+    # local profile sets 50: docs/stand-ins.md).
+    "fetch.wait.max.ms": env.int("KAFKA_FETCH_WAIT_MAX_MS", 500, validate=positive),
     "reconnect.backoff.max.ms": 1000,
     "allow.auto.create.topics": False,  # librdkafka's default for consumers; stated, as for producers
     # A topic that gains partitions (create_topics) is seen within this long, not 5 minutes.
     "topic.metadata.refresh.interval.ms": 10000,
 }
+# Static group membership (KIP-345): a stable name per consumer process (a StatefulSet's pod
+# name, "consumer-1" under supervisor). A consumer restarted under the same name within the
+# session timeout takes its partitions back with no rebalance. Empty: dynamic membership.
+CONSUMER_INSTANCE_ID = env.str("CONSUMER_INSTANCE_ID", "")
 # Up to this many events per batch: as many as have arrived (a batch never waits to fill). Large
 # batches when the consumer lags amortize its per-batch costs (5,000: 27k events/s, 500: 16k, in
 # 2026-11), and, events carrying whole states, a batch writes each document once however many
@@ -271,5 +297,6 @@ RELAY_INTERVAL_SECONDS = env.float("RELAY_INTERVAL_SECONDS", 1, validate=not_neg
 # index range (0.5 ms at 18,000 posts on SecantusDB), so a killed writer's events wait at most
 # about this plus RELAY_GRACE_SECONDS. (30 s while that query scanned the collection.)
 RELAY_SCAN_SECONDS = env.float("RELAY_SCAN_SECONDS", 5, validate=not_negative)
-# How often the relay checks that the topics exist with their partitions (writes/topics.py).
-RELAY_TOPIC_CHECK_SECONDS = env.float("RELAY_TOPIC_CHECK_SECONDS", 2, validate=not_negative)
+# How often the relay checks that the topics exist with their partitions (writes/topics.py): a
+# real Kafka keeps them; the embedded Tansu loses them when it restarts (its local profile: 2 s).
+RELAY_TOPIC_CHECK_SECONDS = env.float("RELAY_TOPIC_CHECK_SECONDS", 30, validate=not_negative)

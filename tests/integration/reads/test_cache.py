@@ -1,5 +1,7 @@
 """The version fence, against the real Redis."""
 
+import pytest
+
 from reads.cache import cache_get, cache_put
 from reads.models import Entry
 
@@ -81,3 +83,18 @@ def test_a_posts_entries_and_places_share_one_fence(settings):
     assert cache_get(POST_LIKES.key(post_id)) is None
     assert cache_put([POST_LIKES.entry(state)], writer="fill") == [1]  # the same version is taken
     assert not redis_client().exists(high_water_key(POST_LIKES.key(post_id)))  # no fence of its own
+
+
+@pytest.mark.parametrize(("version", "body"), [(7, b'{"title":"a:b"}'), (2**53 - 1, None)])
+def test_the_lua_reads_the_value_format_as_python_writes_it(version, body):
+    """cqrs_site/core/entry_value.lua, as the scripts (and the edge) get it, on Redis's own Lua."""
+    from cqrs_site.core.codec import ENTRY_VALUE_LUA, value_decode, value_text
+    from cqrs_site.core.redis_client import redis_client
+
+    value = value_text(version, body)
+    script = ENTRY_VALUE_LUA + "local v, b = entry_split(ARGV[1]) return {v, b, entry_version(ARGV[1])}"
+    digits, held, parsed = redis_client().eval(script, 0, value)
+    assert (int(digits), held or None, parsed) == (version, body, version) == (*value_decode(value.encode()), version)
+    # A value's first bytes are enough for its version (the apply script's GETRANGE); none has none.
+    assert redis_client().eval(ENTRY_VALUE_LUA + "return entry_version(ARGV[1])", 0, value[:21]) == version
+    assert redis_client().eval(ENTRY_VALUE_LUA + "return {entry_version(''), entry_split('7')}", 0) == []

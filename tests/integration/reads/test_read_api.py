@@ -77,6 +77,18 @@ def test_the_read_pool_answers_a_get_of_a_creation_path_with_405_not_404(client,
     assert (answer.status_code, answer["Allow"], answer.json()["error"]["code"]) == (405, "POST", "method_not_allowed")
 
 
+@pytest.mark.parametrize("reaction", ["like", "dislike"])
+def test_a_get_of_a_reaction_path_answers_405_with_the_write_pools_allow_in_both_pools(
+    client, post, reaction, settings
+):
+    path = f"/api/posts/{post['id']}/{reaction}"
+    for urlconf in ("cqrs_site.urls_read", "cqrs_site.urls_write"):
+        settings.ROOT_URLCONF = urlconf
+        for answer in (client.get(path), client.head(path)):
+            assert (answer.status_code, answer["Allow"]) == (405, "POST, OPTIONS")
+        assert client.get(path).json()["error"]["code"] == "method_not_allowed"
+
+
 def test_user_posts_are_newest_first_with_a_cursor_and_skip_deleted(client, author):
     ids = [services.post_create(user_id=author["id"], title=f"p{i}", content="c")["id"] for i in range(7)]
     services.post_delete(post_id=ids[3])

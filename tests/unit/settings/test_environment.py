@@ -73,3 +73,25 @@ def test_gunicorn_refuses_a_bad_worker_count_by_name(tmp_path):
     )
     assert started.returncode != 0
     assert 'Environment variable "GUNICORN_WORKERS" invalid: Not a valid integer' in started.stderr
+
+
+@pytest.mark.parametrize(
+    "uri_options,concern,expected",
+    [
+        ("", None, "{'j': True, 'w': 'majority'}"),
+        # A URI cannot lower the journal; the write concern is the setting's.
+        ("&journal=false&w=0", "2", "{'j': True, 'w': 2}"),
+    ],
+)
+def test_every_write_waits_for_the_journal(uri_options, concern, expected):
+    env = {"MONGODB_URI": "mongodb://127.0.0.1:1/cqrs?retryWrites=false" + uri_options}
+    if concern is not None:
+        env["MONGODB_WRITE_CONCERN"] = concern
+    expression = "__import__('writes.aggregates').aggregates.POST_AGGREGATE.collection().write_concern.document"
+    result = start("write", expression, **env)
+    assert result.stdout.strip() == expected, result.stderr
+
+
+def test_a_write_concern_that_is_not_majority_or_a_count_is_refused():
+    result = start("write", MONGODB_WRITE_CONCERN="all")
+    assert result.returncode != 0 and "MONGODB_WRITE_CONCERN" in result.stderr
