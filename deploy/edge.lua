@@ -59,8 +59,8 @@ local PREFIX = os.getenv("CQRS_CACHE_PREFIX") or "cqrs"
 local TIMEOUT = number_setting("EDGE_REDIS_TIMEOUT_MS", 20, 1, 10000) / 1000
 -- The share of edge hits that get an access log line, in percent (0-100; misses, writes and
 -- errors always get theirs). Hits are counted exactly either way, by HAProxy's exporter. A line
--- per hit costs 16-30% of the edge's throughput in `make up`, where supervisor relays HAProxy's
--- stdout (measured in `make bench`: "edge hits, every hit logged").
+-- per hit cost 16-30% of the edge's throughput in `make up` while supervisor relayed HAProxy's
+-- stdout (measured in `make bench`: "edge hits, every hit logged"; it now writes to its file).
 local LOG_PERCENT = number_setting("EDGE_HIT_LOG_PERCENT", 1, 0, 100)
 -- What fits HAProxy's buffer (tune.bufsize 16384) beside the headers; a larger body falls through.
 local MAX_BODY = number_setting("EDGE_MAX_BODY_BYTES", 15000, 0, 16384)
