@@ -1,6 +1,6 @@
 # The two commands: `make up` (the whole stack on embedded defaults) and `make test`.
 PY := .venv/bin/python
-export PORT READ_INSTANCES WRITE_INSTANCES CONSUMERS MONITORING
+export PORT READ_INSTANCES WRITE_INSTANCES CONSUMERS MONITORING REDIS_TOPOLOGY
 
 .PHONY: install install-test install-bench up down status restart logs test bench lint format lock
 
@@ -30,8 +30,13 @@ logs:
 restart:
 	@$(PY) -m deploy.localstack restart $(NAME)
 
+# The whole suite on one Redis, then the suites of the read side (cache, consumer, feeds, edge)
+# again on a primary and a replica under Sentinel (REDIS_TOPOLOGY=sentinel). The Sentinel
+# failover fault tests are in the whole suite (tests/faults/test_redis_failover.py).
+TOPOLOGY_SUITES ?= tests/integration/reads tests/integration/consumers tests/e2e/test_edge.py
 test: install-test
 	$(PY) -m pytest $(PYTEST_ARGS)
+	$(if $(TOPOLOGY_SUITES),REDIS_TOPOLOGY=sentinel $(PY) -m pytest $(PYTEST_ARGS) $(TOPOLOGY_SUITES))
 
 # Not part of `make test`: starts its own stack on free ports, loads it, writes bench/results/.
 bench: install-bench

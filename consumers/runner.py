@@ -24,6 +24,15 @@
   ends before what was applied, mean the broker lost data (a memory-only broker restarted, a
   topic recreated, offsets deleted). Events in between may be lost for good, so it logs and
   counts it, and asks the cache inspector for a sweep now (cqrs_site/core/sweeps.py).
+- The cache may lose what was applied: a failover promotes a replica that had not received the
+  last writes (their fences went with them), or a Redis restarts empty. The note of how far each
+  partition was applied is written after that partition's writes, on the same primary, so a
+  replica that kept the note kept every write before it. Between batches (every
+  CONSUMER_CACHE_CHECK_SECONDS) and before each note, the consumer holds the cache's notes
+  against its own; a note that went back is a loss, and its partitions are applied again from
+  the note (the fences make that safe), or, when the cache kept no note at all, from
+  CONSUMER_REPLAY_SECONDS back. A fill that landed meanwhile with an older version is replaced
+  by the replay, and the inspector is asked for a sweep.
 - Each applied event gets a log line with its id, type and the request id of the write that
   made it (from the message's headers); metrics count them, the dead letters, and the lag per
   partition (from librdkafka's statistics).
@@ -47,6 +56,7 @@ from cqrs_site.core.codec import consumer_offsets_key
 from cqrs_site.core.logs import log_many
 from cqrs_site.core.metrics import (
     CONSUMER_APPLY_FAILURES,
+    CONSUMER_CACHE_ROLLBACKS,
     CONSUMER_DEAD_LETTERED,
     CONSUMER_EVENTS_APPLIED,
     CONSUMER_LAG,
@@ -64,7 +74,9 @@ logger = logging.getLogger(__name__)
 
 # What a handler's decode raises for a message that can never be applied.
 POISON = (ValueError, KeyError, TypeError)
-MAX_BACKOFF_SECONDS = 5.0
+# A failed apply (Redis down, or failing over: 3-5 s measured under Sentinel) is retried at least
+# this often, so the cache is written again within half a second of Redis answering.
+MAX_BACKOFF_SECONDS = 0.5
 
 
 def partition_lag(stats: dict) -> int | None:
@@ -106,6 +118,10 @@ class ConsumerRunner:
         self.dead_lettered = 0
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{spec.name}-writer")
         self._writing: tuple[Future, _Batch] | None = None
+        # (topic, partition) -> the offset this member last noted in the cache as applied.
+        self._noted: dict[tuple[str, int], int] = {}
+        self._next_cache_check = 0.0
+        self._rewound = False  # set when partitions were sought back: the batch in hand is dropped
         CONSUMER_DEAD_LETTERED.labels(spec.name)  # at 0 from the start: the first dead letter is an increase
         self.consumer = Consumer(
             {
@@ -134,6 +150,7 @@ class ConsumerRunner:
         try:
             while not self.stopping.is_set():
                 self._rejoin_once_the_topic_exists()
+                self._check_cache()
                 messages = self._next_batch()
                 if messages and not self._process(messages):
                     break
@@ -218,9 +235,15 @@ class ConsumerRunner:
             items, decoded = kept
             writes = self.spec.handler.prepare(items)
         batch = _Batch(self._next_offsets(done), decoded, items, writes)
+        self._rewound = False
         written = self._commit_written()
         if written is False:
             return False
+        if self._rewound:  # its partitions were sought back: these messages come again
+            self._rewound = False
+            if written is not None:
+                self._account(*written)
+            return True
         self._writing = (self._writer.submit(self._write, batch), batch)
         if written is not None:
             self._account(*written)  # the batch before's metrics and lines, while Redis works
@@ -265,8 +288,10 @@ class ConsumerRunner:
         outcome = future.result()
         if outcome is None:
             return False
-        self._record(batch.offsets)
+        lost = self._record(batch.offsets)
         self._commit(batch.offsets)
+        if lost:
+            self._rewind(lost)
         return batch, outcome
 
     def _account(self, batch: _Batch, outcome) -> None:
@@ -337,16 +362,104 @@ class ConsumerRunner:
         hands a partition's messages over in offset order: the last one seen is the highest)."""
         return {(message.topic(), message.partition()): message.offset() + 1 for message in messages}
 
-    def _record(self, offsets: dict[tuple[str, int], int]) -> None:
-        """Note in Redis how far each partition was applied (held against the broker on assignment)."""
+    def _record(self, offsets: dict[tuple[str, int], int]) -> dict[tuple[str, int], int | None]:
+        """Note in Redis how far each partition was applied (held against the broker on
+        assignment, and against this member's own notes: see the module's docstring). Returns
+        the partitions whose note the cache had lost meanwhile, with what it held instead (None:
+        nothing); their events are applied again from there."""
         by_topic: dict[str, dict[int, int]] = {}
         for (topic, partition), offset in offsets.items():
             by_topic.setdefault(topic, {})[partition] = offset
+        lost = {}
         try:
-            for topic, offsets in by_topic.items():
-                redis_client().hset(consumer_offsets_key(self.spec.group, topic), mapping=offsets)
+            pipe = redis_client().pipeline(transaction=False)
+            for topic, noted in by_topic.items():
+                key = consumer_offsets_key(self.spec.group, topic)
+                pipe.hmget(key, list(noted))
+                pipe.hset(key, mapping=noted)
+            replies = pipe.execute()
         except Exception as exc:  # a note, not the offsets themselves: losing one is harmless
             logger.warning("could not note the applied offsets: %s", exc)
+            return {}
+        for (topic, noted), held in zip(by_topic.items(), replies[::2], strict=True):
+            lost.update(self._went_back(topic, list(noted), held))
+            for partition, offset in noted.items():
+                self._noted[(topic, partition)] = offset
+        return lost
+
+    def _went_back(self, topic: str, partitions: list[int], held: list) -> dict[tuple[str, int], int | None]:
+        """The partitions whose note in the cache is behind this member's last one."""
+        lost = {}
+        for partition, raw in zip(partitions, held, strict=True):
+            mine = self._noted.get((topic, partition))
+            if mine is None:
+                continue
+            theirs = None if raw is None else int(raw)
+            if theirs is None or theirs < mine:
+                lost[(topic, partition)] = theirs
+        return lost
+
+    def _check_cache(self) -> None:
+        """Between batches, every CONSUMER_CACHE_CHECK_SECONDS: does the cache still hold this
+        member's notes? (A failover with no new event to write would otherwise go unseen.)"""
+        if time.monotonic() < self._next_cache_check:
+            return
+        self._next_cache_check = time.monotonic() + settings.CONSUMER_CACHE_CHECK_SECONDS
+        by_topic: dict[str, list[int]] = {}
+        for topic, partition in self._noted:
+            by_topic.setdefault(topic, []).append(partition)
+        lost = {}
+        try:
+            # Under Sentinel: asks the sentinels for the primary, and a new one moves this
+            # process's idle connections to it. A primary demoted while alive (a failover on a
+            # missed ping) keeps taking writes until the sentinels make it a replica, 8-10 s
+            # later (measured), and those writes are then lost.
+            follow_primary = getattr(redis_client().connection_pool, "get_master_address", None)
+            if follow_primary is not None:
+                follow_primary()
+            for topic, partitions in by_topic.items():
+                held = redis_client().hmget(consumer_offsets_key(self.spec.group, topic), partitions)
+                lost.update(self._went_back(topic, partitions, held))
+        except Exception as exc:  # Redis down: the batch's apply retries, and this check comes again
+            logger.debug("could not read the applied offsets: %s", exc)
+            return
+        if not lost:
+            return
+        self._rewound = False
+        # The batch being written is applied and noted first (its note may find the loss itself).
+        if self._settle() and not self._rewound:
+            self._rewind(lost)
+
+    def _rewind(self, lost: dict[tuple[str, int], int | None]) -> None:
+        """Apply again, from where the cache still holds them, the partitions it lost: seek them
+        back, commit there (a crash meanwhile replays from there too) and note it."""
+        targets = {}
+        window = [
+            TopicPartition(topic, partition, int((time.time() - settings.CONSUMER_REPLAY_SECONDS) * 1000))
+            for (topic, partition), held in lost.items()
+            if held is None
+        ]
+        if window:
+            for found in self.consumer.offsets_for_times(window, timeout=5):
+                if found.offset < 0:  # no event since: none to apply again
+                    found.offset = self._noted[(found.topic, found.partition)]
+                targets[(found.topic, found.partition)] = found.offset
+        targets.update({key: held for key, held in lost.items() if held is not None})
+        for (topic, partition), offset in targets.items():
+            try:
+                self.consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as exc:  # being revoked: its next owner starts from the commit below
+                logger.warning("could not seek %s[%d] back to %d: %s", topic, partition, offset, exc)
+            self._noted[(topic, partition)] = offset
+        self._commit(targets)
+        self._record(targets)
+        self._rewound = True
+        CONSUMER_CACHE_ROLLBACKS.labels(self.spec.name).inc(len(targets))
+        logger.error(
+            "the cache lost events this consumer had applied (a failover, or Redis restarted empty): applying again %s",
+            ", ".join(f"{t}[{p}] from {o}" for (t, p), o in sorted(targets.items())),
+        )
+        sweep_request(f"consumer {self.spec.name} found the cache had lost applied events")
 
     def _commit(self, offsets: dict[tuple[str, int], int]) -> None:
         if not offsets:
@@ -418,6 +531,8 @@ class ConsumerRunner:
         logger.info("revoked %s", [p.partition for p in partitions])
         self._settle()
         self._commit_stored()
+        for partition in partitions:
+            self._noted.pop((partition.topic, partition.partition), None)
 
     def _dead_letter(self, message, exc: Exception) -> bool:
         """Send a poison message to the dead-letter topic; False if even that failed."""

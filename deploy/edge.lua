@@ -50,7 +50,16 @@ local function number_setting(name, default, low, high)
   return value
 end
 
-local HOST, PORT, DB, PASSWORD = redis_address(os.getenv("REDIS_URL") or "redis://127.0.0.1:6380/0")
+-- The Redis it reads: EDGE_REDIS_URL, else REDIS_URL. Under Sentinel, a replica on this host
+-- (any node answers GET; one behind an X-Min-Version falls through to the pool).
+local function setting_or(name, default)
+  local value = os.getenv(name)
+  if value == nil or value == "" then return default end
+  return value
+end
+local HOST, PORT, DB, PASSWORD = redis_address(
+  setting_or("EDGE_REDIS_URL", setting_or("REDIS_URL", "redis://127.0.0.1:6380/0"))
+)
 -- Redis's unix socket, when it runs on this host (deploy/processes.py sets it for the embedded
 -- one): no TCP handshake per hit and no TIME_WAIT, about 1.5x the hits per second (measured).
 local SOCKET = os.getenv("EDGE_REDIS_SOCKET")

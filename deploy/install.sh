@@ -2,9 +2,10 @@
 # Installs what one use of the project needs on a fresh machine: Debian packages (as root) and
 # .venv, from the locked requirements. Idempotent and quick when everything is already there.
 #
-#   deploy/install.sh stack        `make up`: Redis, HAProxy; the runtime, the stand-ins, supervisor
+#   deploy/install.sh stack        `make up`: Redis (and Sentinel with REDIS_TOPOLOGY=sentinel), HAProxy;
+#                                  the runtime, the stand-ins, supervisor
 #   deploy/install.sh monitoring   `make up MONITORING=1`: the stack and Prometheus
-#   deploy/install.sh test         `make test`, `make lint`: the stack, Chromium, promtool; dev packages
+#   deploy/install.sh test         `make test`, `make lint`: the stack, Sentinel, Chromium, promtool; dev packages
 #   deploy/install.sh bench        `make bench`: the stack and wrk; dev packages
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,9 +20,11 @@ case "$use" in
   bench) packages+=(wrk); requirements=requirements-dev.txt ;;
   *) echo "usage: deploy/install.sh stack|monitoring|test|bench" >&2; exit 2 ;;
 esac
+# `make test` runs the read side's suites under Sentinel too; `make up REDIS_TOPOLOGY=sentinel`.
+if [ "$use" = test ] || [ "${REDIS_TOPOLOGY:-single}" = sentinel ]; then packages+=(redis-sentinel); fi
 
 # Debian package -> the command it provides.
-declare -A commands=([redis-server]=redis-server [haproxy]=haproxy [chromium]=chromium [prometheus]=promtool [wrk]=wrk)
+declare -A commands=([redis-server]=redis-server [redis-sentinel]=redis-sentinel [haproxy]=haproxy [chromium]=chromium [prometheus]=promtool [wrk]=wrk)
 missing=()
 for package in "${packages[@]}"; do
   command -v "${commands[$package]}" >/dev/null 2>&1 || missing+=("$package")

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import redis_topology
 from .processes import PYTHON, ROOT, SERVERS, VENV_BIN, Process, env_int, local_profile, port_open, redis_socket
 from .supervision import Program, Supervisor
 
@@ -73,6 +74,7 @@ class Stack:
     servers: dict  # each server's URL variable -> its URL (the ones it runs, and external ones)
     own_servers: dict  # the servers it runs: name -> port
     edge_settings: dict  # what HAProxy's edge reads (EDGE_SETTINGS), as `up` found them set
+    redis_ports: dict  # REDIS_TOPOLOGY=sentinel: the replica's and the sentinels' (deploy/redis_topology.py)
 
     SHAPE = (
         "port",
@@ -88,6 +90,7 @@ class Stack:
         "servers",
         "own_servers",
         "edge_settings",
+        "redis_ports",
     )
 
     @classmethod
@@ -97,7 +100,7 @@ class Stack:
         run_dir = Path(os.environ.get("CQRS_RUN_DIR", ROOT / ".run")).resolve()
         saved = run_dir / "stack.json"
         if saved.exists():  # (a stack saved by an older version lacks the later keys)
-            defaults = {"monitoring": False, "prometheus_port": 0, "edge_settings": {}}
+            defaults = {"monitoring": False, "prometheus_port": 0, "edge_settings": {}, "redis_ports": {}}
             return cls(run_dir=run_dir, **{**defaults, **json.loads(saved.read_text())})
         servers, own = {}, {}
         for server in SERVERS:
@@ -112,6 +115,17 @@ class Stack:
             servers["EDGE_REDIS_SOCKET"] = str(redis_socket(run_dir))
         elif "redis" not in own and os.environ.get("EDGE_REDIS_SOCKET"):
             servers["EDGE_REDIS_SOCKET"] = os.environ["EDGE_REDIS_SOCKET"]
+        # REDIS_TOPOLOGY=sentinel: a primary, a replica and three sentinels of its own, or the
+        # sentinels given (REDIS_SENTINELS, with the edge's replica in EDGE_REDIS_URL).
+        redis_ports = {}
+        if os.environ.get("REDIS_TOPOLOGY", "single") == "sentinel":
+            if "redis" in own:
+                redis_ports = redis_topology.topology_ports()
+                servers.pop("EDGE_REDIS_SOCKET", None)
+                servers.update(redis_topology.app_env(run_dir, redis_ports))
+            else:
+                given = ("REDIS_TOPOLOGY", "REDIS_SENTINELS", "REDIS_SENTINEL_SERVICE", "EDGE_REDIS_URL")
+                servers.update({name: os.environ[name] for name in given if name in os.environ})
         return cls(
             run_dir=run_dir,
             port=env_int("PORT", 8000),
@@ -127,6 +141,7 @@ class Stack:
             servers=servers,
             own_servers=own,
             edge_settings={name: os.environ[name] for name in EDGE_SETTINGS if name in os.environ},
+            redis_ports=redis_ports,
         )
 
     @property
@@ -144,12 +159,23 @@ class Stack:
 
     # --- its programs ----------------------------------------------------------------------------
     def started_servers(self) -> list[Process]:
-        """The servers this stack runs: those whose URL the environment did not give at `up`."""
-        return [
-            server.process(self.run_dir, self.own_servers[server.name])
-            for server in SERVERS
-            if server.name in self.own_servers
-        ]
+        """The servers this stack runs: those whose URL the environment did not give at `up`
+        (under REDIS_TOPOLOGY=sentinel, Redis is its two nodes)."""
+        started = []
+        for server in SERVERS:
+            if server.name not in self.own_servers:
+                continue
+            if server.name == "redis" and self.redis_ports:
+                started += redis_topology.processes(self.run_dir, self.own_servers["redis"], self.redis_ports)[0]
+            else:
+                started.append(server.process(self.run_dir, self.own_servers[server.name]))
+        return started
+
+    def sentinels(self) -> list[Process]:
+        """The sentinels this stack runs (REDIS_TOPOLOGY=sentinel), started once its nodes are."""
+        if not self.redis_ports:
+            return []
+        return redis_topology.processes(self.run_dir, self.own_servers["redis"], self.redis_ports)[1]
 
     def app_env(self) -> dict:
         env = {**self.servers, "CQRS_RUN_DIR": str(self.run_dir), "PYTHONUNBUFFERED": "1"}
@@ -201,22 +227,20 @@ class Stack:
 
     def haproxy(self) -> Process:
         config = self.run_dir / "haproxy.cfg"
-        haproxy = [shutil.which("haproxy") or "/usr/sbin/haproxy", "-db", "-f", str(config)]
-        # HAProxy writes its log lines to stdout without blocking and drops those a full pipe
-        # refuses (haproxy_process_dropped_logs_total): supervisord, behind on a busy machine,
-        # lost request lines that way (measured: 956 of 1,500 into a pipe nobody read). Its
-        # stdout is its log file itself, a regular file that never refuses a write.
-        log_file = self.run_dir / "logs" / "haproxy.log"
-        argv = ["/bin/sh", "-c", 'exec "$@" >>"$0" 2>&1', str(log_file), *haproxy]
+        argv = [shutil.which("haproxy") or "/usr/sbin/haproxy", "-db", "-f", str(config)]
         env = {
             "HAPROXY_BIND": f"127.0.0.1:{self.port}",
             "HAPROXY_STATS_BIND": f"127.0.0.1:{self.stats_port}",
             # The edge (deploy/edge.lua) reads the cache as the app does.
             "REDIS_URL": self.servers["REDIS_URL"],
-            **{name: self.servers[name] for name in ("EDGE_REDIS_SOCKET",) if name in self.servers},
+            **{name: self.servers[name] for name in ("EDGE_REDIS_URL", "EDGE_REDIS_SOCKET") if name in self.servers},
             **self.edge_settings,
         }
-        return Process("haproxy", argv, self.run_dir, self.port, env=env)
+        # HAProxy writes its log lines to stdout without blocking and drops those a full pipe
+        # refuses (haproxy_process_dropped_logs_total): supervisord, behind on a busy machine,
+        # lost request lines that way (measured: 956 of 1,500 into a pipe nobody read). Its
+        # stdout is its log file itself, a regular file that never refuses a write.
+        return Process("haproxy", argv, self.run_dir, self.port, env=env, writes_own_log=True)
 
     def write_haproxy_config(self) -> None:
         (self.run_dir / "haproxy.cfg").write_text(
@@ -268,7 +292,8 @@ class Stack:
         """The programs in start order: servers, then the apps, then HAProxy in front (and
         Prometheus beside it, with MONITORING=1)."""
         front = [self.haproxy(), *([self.prometheus()] if self.monitoring else [])]
-        return [self.started_servers(), [*self.pools(), *self.workers()], front]
+        servers = [self.started_servers(), *([self.sentinels()] if self.redis_ports else [])]
+        return [*servers, [*self.pools(), *self.workers()], front]
 
     def all_processes(self) -> list[Program]:
         supervisor = self.supervisor
@@ -316,15 +341,17 @@ class Stack:
         supervisor.write_config([(p, 10 * (n + 1)) for n, layer in enumerate(layers) for p in layer])
         try:
             supervisor.start_daemon(env=dict(os.environ))
-            self._start(layers[0])
+            *servers, apps, front = layers
+            for layer in servers:
+                self._start(layer)
             self.manage("migrate", "--noinput")
             self.manage("collectstatic", "--noinput")
             admin = self.manage("ensure_admin_user", "--password-file", str(self.run_dir / "admin-password"))
             self.manage("ensure_indexes")
             self.manage("create_topics")
             self.api_token_ensure()
-            self._start(layers[1])
-            self._start(layers[2])
+            self._start(apps)
+            self._start(front)
         except BaseException:
             self.down(quiet=True)
             raise
@@ -415,6 +442,13 @@ class Stack:
             {"targets": [f"127.0.0.1:{self.stats_port}"], "labels": {"job": "haproxy"}},
         ]
 
+    def redis_summary(self) -> str:
+        if self.servers.get("REDIS_TOPOLOGY") != "sentinel":
+            return self.servers["REDIS_URL"]
+        edge = self.servers.get("EDGE_REDIS_URL", "the primary")
+        service, sentinels = self.servers["REDIS_SENTINEL_SERVICE"], self.servers["REDIS_SENTINELS"]
+        return f"service {service} of sentinels {sentinels}; edge reads {edge}"
+
     def print_summary(self) -> None:
         print(
             f"""
@@ -434,7 +468,7 @@ The stack is up, under supervisor (logs, data and state under {self.run_dir}):
 {self.monitoring_summary()}
   MongoDB          {self.servers["MONGODB_URI"]}
   Kafka            {self.servers["KAFKA_BOOTSTRAP_SERVERS"]}
-  Redis            {self.servers["REDIS_URL"]}
+  Redis            {self.redis_summary()}
   API token        {self.run_dir / "api-token"}  (send as: Authorization: Token <key>)
 supervisor restarts any process that dies: `make status` shows restart counts, `make restart NAME`
 restarts one, `make down` stops it all."""

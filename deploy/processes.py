@@ -102,6 +102,9 @@ class Process:
     env: dict = field(default_factory=dict)
     ready_path: str | None = None  # an HTTP path that answers 200 once ready
     ready_file: Path | None = None  # a file the process writes once ready
+    # Its stdout goes straight to its log file, not through supervisor's pipe (HAProxy: a full
+    # pipe makes it drop log lines). Started by `start()`, it always does.
+    writes_own_log: bool = False
 
     @property
     def pid_file(self) -> Path:
@@ -360,13 +363,26 @@ def servers_start(
     """Start whichever of Redis, MongoDB and Kafka the environment does not already point at,
     on the ports REDIS_PORT, MONGO_PORT, KAFKA_PORT (or their defaults), or on free ports.
 
+    With REDIS_TOPOLOGY=sentinel, Redis is a primary, a replica and three sentinels
+    (deploy/redis_topology.py, on free ports).
+
     Returns the environment that points at all three, and the processes started."""
-    env, started = {}, []
+    env, started, sentinels = {}, [], []
     for server in SERVERS:
         if os.environ.get(server.variable):
             env[server.variable] = os.environ[server.variable]
             continue
         port = free_port() if free_ports else env_int(server.port_variable, server.default_port)
+        if server.name == "redis" and os.environ.get("REDIS_TOPOLOGY") == "sentinel":
+            from . import redis_topology
+
+            ports = {name: free_port() for name in (redis_topology.REPLICA, *redis_topology.SENTINELS)}
+            nodes, sentinels = redis_topology.processes(run_dir, port, ports)
+            for process in nodes:
+                process.start()
+            started += nodes
+            env.update(redis_topology.app_env(run_dir, ports))
+            continue
         process = server.process(run_dir, port, mongo_storage)
         process.start()
         started.append(process)
@@ -375,6 +391,11 @@ def servers_start(
             # HAProxy's edge reads the cache over it: no TCP handshake per hit, no TIME_WAIT.
             env["EDGE_REDIS_SOCKET"] = str(redis_socket(run_dir))
     for process in started:
+        process.wait_ready()
+    for process in sentinels:  # once the nodes answer: a node starting meets no sentinel yet
+        process.start()
+        started.append(process)
+    for process in sentinels:
         process.wait_ready()
     env.update(local_profile([process.name for process in started]))
     return env, started

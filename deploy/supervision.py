@@ -60,9 +60,12 @@ class Supervisor:
         ]
         for process, priority in programs:
             environment = ",".join(f'{key}="{_escape(value)}"' for key, value in process.env.items())
+            argv = process.argv
+            if process.writes_own_log:
+                argv = ["/bin/sh", "-c", 'exec "$@" >>"$0" 2>&1', str(process.log_file), *argv]
             sections.append(
                 f"[program:{process.name}]\n"
-                f"command={shlex.join(process.argv)}\n"
+                f"command={shlex.join(argv)}\n"
                 f"directory={ROOT}\n"
                 + (f"environment={environment}\n" if environment else "")
                 + f"priority={priority}\nautostart=false\nautorestart=true\n"

@@ -11,11 +11,10 @@ import time
 from pathlib import Path
 
 import pymongo
-import redis
 import requests
 
 from cqrs_site.core.codec import value_decode
-from deploy import localstack, processes
+from deploy import localstack, processes, redis_topology
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_VARIABLES = ("MONGODB_URI", "KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "EDGE_REDIS_SOCKET")
@@ -33,7 +32,8 @@ class StackControl:
         self.stats_url = f"http://127.0.0.1:{env['HAPROXY_STATS_PORT']}"
         servers = dict(line.split("=", 1) for line in (run_dir / "servers.env").read_text().splitlines())
         self.mongo = pymongo.MongoClient(servers["MONGODB_URI"], serverSelectionTimeoutMS=3000).get_database()
-        self.redis = redis.Redis.from_url(servers["REDIS_URL"], socket_timeout=3)
+        self.servers = servers
+        self.redis = redis_topology.client_for(servers, socket_timeout=3)
         self.prefix = env["CQRS_CACHE_PREFIX"]
         self._saved: localstack.Stack | None = None
         self._stack()
@@ -219,6 +219,9 @@ def stack_start(run_dir: Path, *, own_servers: bool, group_suffix: str, **overri
         for variable in SERVER_VARIABLES:
             env.pop(variable, None)
         env.update({name: str(processes.free_port()) for name in ("REDIS_PORT", "MONGO_PORT", "KAFKA_PORT")})
+        if overrides.get("REDIS_TOPOLOGY") == "sentinel":
+            env["REDIS_REPLICA_PORT"] = str(processes.free_port())
+            env["SENTINEL_PORT_BASE"] = str(processes.free_port_block(len(redis_topology.SENTINELS)))
     read_instances = int(overrides.get("READ_INSTANCES", "2"))
     env.update(
         {

@@ -126,6 +126,12 @@ CONSUMER_OFFSETS_LOST = Counter(
     "before what was applied. Each asks the cache inspector for an immediate sweep.",
     ["consumer"],
 )
+CONSUMER_CACHE_ROLLBACKS = Counter(
+    "cqrs_consumer_cache_rollbacks_total",
+    "Partitions whose applied events a consumer found the cache no longer held (a failover to a "
+    "replica that had not received them, a Redis restarted empty) and applied again.",
+    ["consumer"],
+)
 CONSUMER_LAG = Gauge(
     "cqrs_consumer_lag_messages",
     "Messages in a partition the consumer has not yet applied (high watermark minus its position).",

@@ -126,13 +126,35 @@ MONGODB_SOCKET_TIMEOUT_MS = env.int("MONGODB_SOCKET_TIMEOUT_MS", 10000, validate
 MONGODB_MAX_POOL_SIZE = env.int("MONGODB_MAX_POOL_SIZE", 20, validate=positive)
 
 # --- Redis: the read cache, rebuildable from MongoDB ------------------------------------------
+# The topology (deploy/README.md, "Redis topologies"): `single`, one server at REDIS_URL; or
+# `sentinel`, a primary with replicas whose address REDIS_SENTINELS' sentinels give for
+# REDIS_SENTINEL_SERVICE (REDIS_URL is then redis://<service>/<db>, as django-redis takes it).
+REDIS_TOPOLOGY = env.str("REDIS_TOPOLOGY", "single", validate=validate.OneOf(["single", "sentinel"]))
 REDIS_URL = env.str("REDIS_URL", "redis://127.0.0.1:6380/0")
+REDIS_SENTINELS = [
+    (host, int(port)) for host, _, port in (address.rpartition(":") for address in env.list("REDIS_SENTINELS", []))
+]
+REDIS_SENTINEL_SERVICE = env.str("REDIS_SENTINEL_SERVICE", "cache")
+if REDIS_TOPOLOGY == "sentinel" and not REDIS_SENTINELS:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("REDIS_TOPOLOGY=sentinel needs REDIS_SENTINELS (host:port,host:port,...)")
+_redis_sentinel = (
+    {
+        "CLIENT_CLASS": "django_redis.client.SentinelClient",
+        "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",
+        "SENTINELS": REDIS_SENTINELS,
+        "SENTINEL_KWARGS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+    }
+    if REDIS_TOPOLOGY == "sentinel"
+    else {"CLIENT_CLASS": "django_redis.client.DefaultClient"}
+)
 CACHES = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS_URL,
         "OPTIONS": {
-            "CLIENT_CLASS": "django_redis.client.DefaultClient",
+            **_redis_sentinel,
             "SOCKET_CONNECT_TIMEOUT": 1,
             "SOCKET_TIMEOUT": 1,
             "CONNECTION_POOL_KWARGS": {"max_connections": 200, "health_check_interval": 30},
@@ -231,6 +253,12 @@ CONSUMER_BATCH_SIZE = env.int("CONSUMER_BATCH_SIZE", 5000, validate=positive)
 # writes. 5,000 new posts make 25,000 writes (two entries, three feed places each).
 CONSUMER_WRITES_PER_CALL = env.int("CONSUMER_WRITES_PER_CALL", 15000, validate=positive)
 CONSUMER_POLL_TIMEOUT_SECONDS = env.float("CONSUMER_POLL_TIMEOUT_SECONDS", 0.2, validate=not_negative)
+# How often a consumer checks, between batches, that the cache still holds what it applied
+# (consumers/runner.py: a failover to a replica that had not received the last writes, or a Redis
+# restarted empty, takes them back). When the cache kept no record at all of how far the group
+# applied, the consumer applies again this many seconds of the log.
+CONSUMER_CACHE_CHECK_SECONDS = env.float("CONSUMER_CACHE_CHECK_SECONDS", 0.5, validate=not_negative)
+CONSUMER_REPLAY_SECONDS = env.int("CONSUMER_REPLAY_SECONDS", 60, validate=not_negative)
 # A log line per applied event (its id, type and the write's request id). 1-27% of the consumer's
 # throughput in the benchmark, more in hours slow for Python (deploy/README.md); off, only
 # batches' failures and dead letters are logged.

@@ -151,3 +151,39 @@ def test_a_batch_goes_to_redis_in_calls_of_bounded_size_each_holding_whole_docum
 
     settings.CONSUMER_WRITES_PER_CALL = 1  # fewer than one document's writes: a call each
     assert len(handler.prepare(created).calls) == 5
+
+
+def test_a_cache_that_lost_what_the_consumer_applied_gets_it_again_from_the_consumers_note():
+    """A failover to a replica that had not received the last writes takes back both the entries
+    and the note of how far they were applied. Here the note is moved back and the entry deleted,
+    as such a replica would hold them: the consumer finds its note went back, seeks there, and
+    applies the event again, with no new event to prompt it."""
+    from cqrs_site.core.codec import consumer_offsets_key, high_water_key
+    from cqrs_site.core.metrics import CONSUMER_CACHE_ROLLBACKS
+    from cqrs_site.core.redis_client import redis_client
+
+    group = f"pipeline-{uuid.uuid4().hex[:8]}"
+    group_starting_at_the_end(group)
+    spec = replace(consumer_specs()["cache"], group=group)
+    runner = ConsumerRunner(spec)
+    thread = threading.Thread(target=runner.run)
+    thread.start()
+    try:
+        user_id, event = user_event()
+        produce(event)
+        eventually(lambda: cache_get(user_key(user_id)) is not None, timeout=20)
+        key = consumer_offsets_key(group, settings.KAFKA_EVENTS_TOPIC)
+        noted = eventually(lambda: {int(p): int(o) for p, o in redis_client().hgetall(key).items()})
+        [(partition, after)] = [(p, o) for p, o in noted.items() if o > 0]
+        before = CONSUMER_CACHE_ROLLBACKS.labels(spec.name)._value.get()
+        # What the promoted replica holds: the note one event back, neither the entry nor its fence.
+        redis_client().hset(key, partition, after - 1)
+        redis_client().delete(user_key(user_id), high_water_key(user_key(user_id)))
+        entry = eventually(lambda: cache_get(user_key(user_id)), timeout=10)
+        assert entry.version == 1
+        assert CONSUMER_CACHE_ROLLBACKS.labels(spec.name)._value.get() == before + 1
+        assert int(redis_client().hget(key, partition)) == after
+    finally:
+        runner.stop()
+        thread.join(30)
+    assert not thread.is_alive()

@@ -95,3 +95,20 @@ def test_every_write_waits_for_the_journal(uri_options, concern, expected):
 def test_a_write_concern_that_is_not_majority_or_a_count_is_refused():
     result = start("write", MONGODB_WRITE_CONCERN="all")
     assert result.returncode != 0 and "MONGODB_WRITE_CONCERN" in result.stderr
+
+
+def test_the_sentinel_topology_reaches_the_primary_through_the_sentinels_it_is_given():
+    started = start(
+        "read",
+        "settings.CACHES['default']",
+        REDIS_TOPOLOGY="sentinel",
+        REDIS_SENTINELS="10.0.0.1:26379,sentinel-b:26380",
+        REDIS_URL="redis://cache/0",
+    )
+    assert started.returncode == 0, started.stderr
+    assert "'CLIENT_CLASS': 'django_redis.client.SentinelClient'" in started.stdout
+    assert "'SENTINELS': [('10.0.0.1', 26379), ('sentinel-b', 26380)]" in started.stdout
+    refused = start("read", REDIS_TOPOLOGY="sentinel")
+    assert refused.returncode != 0 and "REDIS_TOPOLOGY=sentinel needs REDIS_SENTINELS" in refused.stderr
+    unknown = start("read", REDIS_TOPOLOGY="clustr")
+    assert unknown.returncode != 0 and "Must be one of: single, sentinel" in unknown.stderr
