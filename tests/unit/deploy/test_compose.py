@@ -29,7 +29,9 @@ def test_the_committed_haproxy_config_is_the_rendering_of_the_template():
 
 
 def test_every_part_of_the_system_is_a_service():
-    assert {"mongo", "kafka", "redis", "haproxy", *APP_SERVICES} <= set(SERVICES)
+    assert {"mongo", "kafka", "redis", "redis-replica", "haproxy", *APP_SERVICES} <= set(SERVICES)
+    assert {"sentinel-1", "sentinel-2", "sentinel-3"} <= set(SERVICES)
+    assert SERVICES["redis-replica"]["command"][-3:] == ["--replicaof", "redis", "6379"]
     assert "--replSet" in SERVICES["mongo"]["command"]
     assert "controller" in SERVICES["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]
 
@@ -62,9 +64,17 @@ def test_app_services_set_only_variables_the_code_reads_and_point_at_services(se
     environment = SERVICES[service]["environment"]
     unknown = set(environment) - variables_the_code_reads()
     assert not unknown, f"{service} sets variables nothing reads: {unknown}"
-    for variable in ("MONGODB_URI", "REDIS_URL", "DATABASE_URL"):
+    for variable in ("MONGODB_URI", "DATABASE_URL"):
         assert urlsplit(environment[variable]).hostname in SERVICES
     assert environment["KAFKA_BOOTSTRAP_SERVERS"].split(":")[0] in SERVICES
+    # Redis under Sentinel: REDIS_URL names the service the sentinels monitor, and each is a service.
+    assert environment["REDIS_TOPOLOGY"] == "sentinel"
+    service = environment["REDIS_SENTINEL_SERVICE"]
+    assert urlsplit(environment["REDIS_URL"]).hostname == service
+    for address in environment["REDIS_SENTINELS"].split(","):
+        host, port = address.split(":")
+        command = " ".join(SERVICES[host]["command"])
+        assert f"port {port}" in command and f"sentinel monitor {service} redis 6379 2" in command
 
 
 @pytest.mark.parametrize("service", ["init", "consumer", "relay"])
@@ -83,5 +93,15 @@ def test_the_committed_edge_routes_are_the_ones_reads_routes_declares():
 
 def test_compose_mounts_every_lua_file_haproxy_loads():
     loaded = re.findall(r"lua-load-per-thread (\S+)", (ROOT / "deploy/haproxy.cfg").read_text())
+    # ... and those the edge opens itself, relative to its own directory (deploy/).
+    opened = re.findall(r'lua_dir \.\. "/([^"]+)"', (ROOT / "deploy/edge.lua").read_text())
+    loaded += [str(Path("deploy", path)).replace("deploy/../", "") for path in opened]
     mounts = " ".join(SERVICES["haproxy"]["volumes"])
-    assert loaded and all(f"/usr/local/etc/haproxy/{path}" in mounts for path in loaded), loaded
+    assert len(loaded) >= 4 and all(f"/usr/local/etc/haproxy/{path}:" in mounts for path in loaded), loaded
+    for volume in SERVICES["haproxy"]["volumes"]:
+        assert (ROOT / "deploy" / volume.split(":")[0]).exists(), volume
+
+
+def test_the_edge_reads_a_replica_that_is_a_service():
+    edge = urlsplit(SERVICES["haproxy"]["environment"]["EDGE_REDIS_URL"])
+    assert edge.hostname == "redis-replica" and edge.hostname in SERVICES
