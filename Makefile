@@ -1,5 +1,6 @@
 # The two commands: `make up` (the whole stack on embedded defaults) and `make test`.
 PY := .venv/bin/python
+REDIS_TOPOLOGY ?= single
 export PORT READ_INSTANCES WRITE_INSTANCES CONSUMERS MONITORING REDIS_TOPOLOGY
 
 .PHONY: install install-test install-bench up down status restart logs test bench lint format lock

@@ -109,7 +109,10 @@ def test_every_app_service_has_a_healthcheck_that_what_depends_on_it_waits_for(s
     services = COMPOSE["services"]
     assert services[service]["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL")
     assert services[service]["depends_on"]["init"] == {"condition": "service_completed_successfully"}
-    assert services[service]["depends_on"]["redis"] == {"condition": "service_healthy"}
+    # The cache is reached through its sentinels, each of which waits for the primary.
+    for sentinel in ("sentinel-1", "sentinel-2", "sentinel-3"):
+        assert services[service]["depends_on"][sentinel] == {"condition": "service_healthy"}
+        assert services[sentinel]["depends_on"]["redis"] == {"condition": "service_healthy"}
     if service in ("read", "write"):
         assert services["haproxy"]["depends_on"][service] == {"condition": "service_healthy"}
         assert "/readyz" in " ".join(services[service]["healthcheck"]["test"])
