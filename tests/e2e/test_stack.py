@@ -178,17 +178,18 @@ def test_every_process_serves_metrics_and_the_staleness_histogram_moves_with_wri
 
 
 def test_after_redis_lost_everything_warm_cache_rebuilds_it_from_mongodb(stack):
-    """deploy/README.md, "Backups": Redis holds nothing that cannot be rebuilt. Lose all of it,
-    rebuild it with warm_cache, and the cache is whole again: every document's entry current."""
+    """deploy/README.md, "Backups": Redis holds nothing that cannot be rebuilt. Lose all of it:
+    the consumers find their notes gone and apply the last minute of the log again (the posts
+    written in it come back by themselves); warm_cache rebuilds the rest, and the cache is whole
+    again: every document's entry current."""
     posts = stack.posts_in_cache(5)
     stack.writer.post(stack.url + f"/api/posts/{posts[0]}/like")
     stack.wait_converged("post", posts, 10)
     stack.redis.flushdb()  # a Redis restarted without persistence, or failed over to an empty replica
 
-    lost = stack.consistency()
-    assert lost["missing"] >= 6 and lost["consistent"] == 0, lost  # a user and five posts, at least
+    stack.wait_converged("post", posts, 10)  # no command typed: the consumers' replay
     warmed = stack.manage("warm_cache", "--no-progress").stdout
-    assert re.fullmatch(r"\d+ entries stored, 0 already current\n", warmed), warmed
+    assert re.fullmatch(r"\d+ entries stored, \d+ already current\n", warmed), warmed
     rebuilt = stack.consistency()
     # Every read model of every document (a post's entry, its likes, its user's) is there and current.
     assert (rebuilt["missing"], rebuilt["stale"]) == (0, 0) and rebuilt["consistent"] >= 2 * len(posts) + 1, rebuilt
@@ -197,9 +198,9 @@ def test_after_redis_lost_everything_warm_cache_rebuilds_it_from_mongodb(stack):
         answer = stack.reader.get(f"{stack.url}/api/posts/{post}/likes")
         assert (answer.status_code, answer.headers["X-Cache"], answer.headers["X-Served-By"]) == (200, "hit", "edge")
 
-    # Without anyone running warm_cache, reads refill what they ask for: lost again, a read is a miss
-    # answered by the read pool from MongoDB, at the version MongoDB holds, and the next is a hit.
-    stack.redis.flushdb()
+    # Reads refill what they ask for: an entry lost (evicted), a read is a miss answered by the
+    # read pool from MongoDB, at the version MongoDB holds, and the next is a hit.
+    stack.redis.delete(f"{stack.prefix}:post:{posts[0]}:likes")
     version = stack.mongo.posts.find_one({"_id": ObjectId(posts[0])})["version"]
     path = f"{stack.url}/api/posts/{posts[0]}/likes"
     missed, refilled = stack.reader.get(path), stack.reader.get(path)

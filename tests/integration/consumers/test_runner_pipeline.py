@@ -187,3 +187,33 @@ def test_a_cache_that_lost_what_the_consumer_applied_gets_it_again_from_the_cons
         runner.stop()
         thread.join(30)
     assert not thread.is_alive()
+
+
+def test_a_cache_that_kept_no_note_at_all_gets_the_last_minute_of_the_log_again():
+    """A Redis restarted empty keeps no note of what was applied: the consumer applies the last
+    CONSUMER_REPLAY_SECONDS of the log again (here, the event it had just applied)."""
+    from cqrs_site.core.codec import consumer_offsets_key, high_water_key
+    from cqrs_site.core.metrics import CONSUMER_CACHE_ROLLBACKS
+    from cqrs_site.core.redis_client import redis_client
+
+    group = f"pipeline-{uuid.uuid4().hex[:8]}"
+    group_starting_at_the_end(group)
+    spec = replace(consumer_specs()["cache"], group=group)
+    runner = ConsumerRunner(spec)
+    thread = threading.Thread(target=runner.run)
+    thread.start()
+    try:
+        user_id, event = user_event()
+        produce(event)
+        eventually(lambda: cache_get(user_key(user_id)) is not None, timeout=20)
+        key = consumer_offsets_key(group, settings.KAFKA_EVENTS_TOPIC)
+        eventually(lambda: redis_client().exists(key))
+        before = CONSUMER_CACHE_ROLLBACKS.labels(spec.name)._value.get()
+        redis_client().delete(key, user_key(user_id), high_water_key(user_key(user_id)))
+        entry = eventually(lambda: cache_get(user_key(user_id)), timeout=10)
+        assert entry.version == 1
+        assert CONSUMER_CACHE_ROLLBACKS.labels(spec.name)._value.get() > before
+    finally:
+        runner.stop()
+        thread.join(30)
+    assert not thread.is_alive()
