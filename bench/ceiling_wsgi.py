@@ -17,7 +17,9 @@ _client = None
 def _redis() -> redis.Redis:
     global _client  # made on first use, after gunicorn forks
     if _client is None:
-        _client = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6380/0"))
+        from deploy.redis_topology import client_for
+
+        _client = client_for({**os.environ, "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6380/0")})
     return _client
 
 

@@ -10,6 +10,7 @@ import requests
 from deploy import processes
 
 from .common import (
+    chunks,
     log,
 )
 
@@ -17,11 +18,42 @@ from .common import (
 class ReadScenarios:
     """Scenarios of bench.run.Bench (its stack, wrk and results)."""
 
+    def redis(self):
+        """A client of the cache's primary (through the sentinels under --redis-topology sentinel)."""
+        from deploy.redis_topology import client_for
+
+        return client_for(self.env)
+
+    def redis_port(self) -> str:
+        """The port of the Redis the stack started first (the primary: the bench fails nothing over)."""
+        return str(self.stack.own_servers["redis"])
+
+    def flush_posts_from_cache(self) -> int:
+        from cqrs_site.core.codec import AUXILIARY_SUFFIXES
+
+        client = self.redis()
+        removed = 0
+        for keys in chunks(client.scan_iter(match="bench:post:*", count=2000), 2000):
+            keys = [key for key in keys if not key.endswith(AUXILIARY_SUFFIXES)]  # entries, not their fences
+            if keys:
+                removed += client.delete(*keys)
+        return removed
+
+    def time_wait(self) -> dict:
+        """TIME_WAIT sockets to and from Redis: on its side (it closed first) and on the clients'."""
+        port = self.redis_port()
+
+        def count(selector: str) -> int:
+            out = subprocess.run(["ss", "-tan", "state", "time-wait", selector], capture_output=True, text=True).stdout
+            return max(0, len(out.splitlines()) - 1)
+
+        return {"redis_side": count(f"( sport = :{port} )"), "client_side": count(f"( dport = :{port} )")}
+
     def scenario_ceiling(self) -> None:
         log("ceilings: bare WSGI function, HAProxy's static answer, raw Redis")
         self.results["scenarios"]["ceiling_wsgi"] = self.wrk("read_posts.lua", self.ceiling_port)
         self.results["scenarios"]["haproxy_static"] = self.wrk("read_posts.lua", self.static_port)
-        redis_port = self.env["REDIS_URL"].rsplit(":", 1)[1].split("/")[0]
+        redis_port = self.redis_port()
         output = subprocess.run(
             ["redis-benchmark", "-p", redis_port, "-t", "get", "-n", "200000", "-c", "50", "--csv"],
             capture_output=True,
@@ -55,14 +87,14 @@ class ReadScenarios:
         self.results["scenarios"]["pool_hits_uniform"] = self.wrk("read_posts.lua", self.pool_port)
         log("pool hits without request metrics (the cost of observability)")
         self.results["scenarios"]["pool_hits_no_metrics"] = self.wrk("read_posts.lua", self.plain_port)
-        log("edge hits (uniform), every hit logged through supervisor (EDGE_HIT_LOG_PERCENT=100)")
+        log("edge hits (uniform), every hit logged (EDGE_HIT_LOG_PERCENT=100)")
         self.results["scenarios"]["edge_hits_all_logged"] = self._with_every_hit_logged(
             lambda port: self.wrk("read_posts.lua", port)
         )
 
     def _with_every_hit_logged(self, load):
-        """load(port) against the stack's HAProxy config with a line for every edge hit, its stdout
-        relayed by a supervisord of its own as `make up` relays it (the cost measured is that relay)."""
+        """load(port) against the stack's HAProxy config with a line for every edge hit, under a
+        supervisord of its own, writing to its log file as `make up`'s does."""
         from deploy.supervision import Program, Supervisor
 
         run_dir = self.run_dir / "every-hit-logged"
@@ -75,7 +107,7 @@ class ReadScenarios:
             "EDGE_HIT_LOG_PERCENT": "100",
         }
         argv = [shutil.which("haproxy") or "/usr/sbin/haproxy", "-db", "-f", str(self.run_dir / "haproxy.cfg")]
-        proxy = Program("haproxy", argv, run_dir, port, env=env)
+        proxy = Program("haproxy", argv, run_dir, port, env=env, writes_own_log=True)
         supervisor = Supervisor(run_dir)
         proxy.supervisor = supervisor
         supervisor.write_config([(proxy, 30)])

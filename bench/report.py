@@ -141,6 +141,21 @@ def markdown(results: dict) -> str:
                 f"{i['consistent'] + i['stale']:,.0f}, {i['consistency']:.4%} |"
             )
         lines.append("")
+    memory = results.get("cache_memory")
+    if memory:
+        lines.append(
+            f"Redis with {memory['posts']:,} posts (and their users) cached: {memory['keys']:,} keys, "
+            f"{memory['used_memory'] / 2**20:.1f} MiB, {memory['per_post']:,} bytes a post."
+        )
+    pairs = topology_rows(scenarios, results.get("topologies", {}))
+    if pairs:
+        lines += [
+            "",
+            "| Redis topology | what | req/s (events/s) | one Redis, same make bench | ratio |",
+            "| --- | --- | ---: | ---: | ---: |",
+        ]
+        for topology, what, mine, single, _goal in pairs:
+            lines.append(f"| {topology} | {what} | {mine:,.0f} | {single:,.0f} | {mine / single:.2f} |")
     consumer = scenarios.get("consumer")
     if consumer:
         lines.append(
@@ -246,9 +261,34 @@ def write_report(results: dict, out: Path) -> None:
     plots(results, out)
 
 
-def targets(scenarios: dict) -> list[dict]:
+# What each topology's run is held to, beside the single server's in the same `make bench`.
+TOPOLOGY_GOALS = (
+    ("edge_hits_uniform", "edge hits", 0.8),
+    ("pool_hits_uniform", "pool hits", None),
+    ("feed_hits", "feed pages, cached", None),
+)
+
+
+def topology_rows(scenarios: dict, topologies: dict) -> list[tuple[str, str, float, float, float | None]]:
+    """(topology, what, its rate, the single server's, the goal for their ratio) for each measured pair."""
+    rows = []
+    for topology, other in topologies.items():
+        for name, label, goal in TOPOLOGY_GOALS:
+            if name in scenarios and name in other:
+                rows.append((topology, label, other[name]["rps"], scenarios[name]["rps"], goal))
+        if "consumer" in scenarios and "consumer" in other:
+            rate = "events_per_s"
+            mine, theirs = other["consumer"]["run_consumer"][rate], scenarios["consumer"]["run_consumer"][rate]
+            rows.append((topology, "run_consumer events", mine, theirs, 0.7))
+    return rows
+
+
+def targets(scenarios: dict, topologies: dict | None = None) -> list[dict]:
     """The issues' targets, as ratios and figures from this run."""
     rows = []
+    for topology, label, mine, single, goal in topology_rows(scenarios, topologies or {}):
+        if goal is not None:
+            rows.append(_target(f"{label} under {topology} / one Redis", mine / single, ">=", goal))
     ceiling, pool, edge = (
         scenarios.get("ceiling_wsgi"),
         scenarios.get("pool_hits_uniform"),

@@ -51,13 +51,17 @@ from .common import (
     ROOT,
     STATIC_BODY,
     at_least_one,
-    chunks,
     log,
 )
 from .consumer import ConsumerScenarios
 from .reads import ReadScenarios
 from .report import targets, write_report
+from .topologies import add_topology_arguments, run_topologies
 from .writes import WriteScenarios
+
+# What the bench's stack must not take from the environment: it starts its own servers.
+SERVER_VARIABLES = ("MONGODB_URI", "KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "EDGE_REDIS_SOCKET", "EDGE_REDIS_URL")
+SERVER_VARIABLES += ("EDGE_HITS",)
 
 
 class Bench(ReadScenarios, WriteScenarios, ConsumerScenarios):
@@ -89,8 +93,12 @@ class Bench(ReadScenarios, WriteScenarios, ConsumerScenarios):
             # The write scenarios measure throughput, not the per-token limit (6,000 a minute by
             # default), which writes at 300/s would reach within a scenario or two.
             "CQRS_WRITES_PER_MINUTE": "0",
+            # --redis-topology sentinel: a primary, a replica (the edge's) and three sentinels.
+            "REDIS_TOPOLOGY": args.redis_topology,
+            "REDIS_REPLICA_PORT": str(processes.free_port()),
+            "SENTINEL_PORT_BASE": str(processes.free_port_block(3)),
         }
-        for variable in ("MONGODB_URI", "KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "EDGE_REDIS_SOCKET", "EDGE_HITS"):
+        for variable in SERVER_VARIABLES:
             self.env.pop(variable, None)
         self.url = f"http://127.0.0.1:{self.port}"
         self.extra: list[processes.Process] = []
@@ -153,7 +161,7 @@ class Bench(ReadScenarios, WriteScenarios, ConsumerScenarios):
             "HAPROXY_BIND": f"127.0.0.1:{port}",
             "HAPROXY_STATS_BIND": f"127.0.0.1:{processes.free_port()}",
             "EDGE_HITS": "1" if edge_tcp else "0",
-            "REDIS_URL": self.env["REDIS_URL"],
+            "REDIS_URL": self.env.get("EDGE_REDIS_URL", self.env["REDIS_URL"]),
             "CQRS_CACHE_PREFIX": "bench",
         }
         return port, processes.Process(name, argv, self.run_dir, port, env=env)
@@ -269,21 +277,14 @@ class Bench(ReadScenarios, WriteScenarios, ConsumerScenarios):
         self.results["load_s"] = round(time.monotonic() - started, 1)
         self.warm()
 
+    def cache_memory(self) -> dict:
+        """Redis's memory once every post is loaded and cached: the sizing guide's bytes per post."""
+        client = self.redis()
+        used = client.info("memory")["used_memory"]
+        return {"posts": len(self.ids), "keys": client.dbsize(), "used_memory": used, "per_post": used // len(self.ids)}
+
     def warm(self) -> None:
         self.manage("warm_cache", "--no-progress")
-
-    def flush_posts_from_cache(self) -> int:
-        import redis
-
-        from cqrs_site.core.codec import AUXILIARY_SUFFIXES
-
-        client = redis.Redis.from_url(self.env["REDIS_URL"])
-        removed = 0
-        for keys in chunks(client.scan_iter(match="bench:post:*", count=2000), 2000):
-            keys = [key for key in keys if not key.endswith(AUXILIARY_SUFFIXES)]  # entries, not their fences
-            if keys:
-                removed += client.delete(*keys)
-        return removed
 
     # --- load generators ---------------------------------------------------------------------
     def wrk(
@@ -311,16 +312,6 @@ class Bench(ReadScenarios, WriteScenarios, ConsumerScenarios):
         result["connections"], result["threads"] = connections, threads
         return result
 
-    def time_wait(self) -> dict:
-        """TIME_WAIT sockets to and from Redis: on its side (it closed first) and on the clients'."""
-        port = self.env["REDIS_URL"].rsplit(":", 1)[1].split("/")[0]
-
-        def count(selector: str) -> int:
-            out = subprocess.run(["ss", "-tan", "state", "time-wait", selector], capture_output=True, text=True).stdout
-            return max(0, len(out.splitlines()) - 1)
-
-        return {"redis_side": count(f"( sport = :{port} )"), "client_side": count(f"( dport = :{port} )")}
-
     # --- scenarios ---------------------------------------------------------------------------
 
     def run(self) -> dict:
@@ -339,6 +330,7 @@ class Bench(ReadScenarios, WriteScenarios, ConsumerScenarios):
         try:
             self.up()
             self.load()
+            self.results["cache_memory"] = self.cache_memory()
             for name in self.args.only or SCENARIOS:
                 getattr(self, f"scenario_{name}")()
         finally:
@@ -376,11 +368,12 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--events", type=int, default=50_000, help="consumer backlog (default 50,000)")
     parser.add_argument("--only", nargs="*", choices=SCENARIOS)
+    add_topology_arguments(parser)
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory (default bench/results)")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: `make bench` installs it (apt-get install wrk)")
-    results = Bench(args).run()
+    results = run_topologies(Bench, args, SCENARIOS)
     write_report(results, args.out)
     log(f"done in {results['total_s']} s; results in {args.out}/latest.json, latest.md, *.png")
     return 0
