@@ -47,6 +47,7 @@ def test_the_operator_watches_what_the_issue_lists():
         "CacheConsumerLagGrowing",
         "NoCacheConsumer",
         "DeadLettersArriving",
+        "CacheLostAppliedEvents",
         "RelayEventsPendingTooLong",
         "StalenessOverBound",
         "InspectorConsistencyBelowGoal",
