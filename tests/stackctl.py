@@ -88,6 +88,16 @@ class StackControl:
             time.sleep(0.05)
         return pid
 
+    def wait_restarted(self, name: str, dead: int, timeout: float = 30) -> None:
+        """Until supervisor runs `name` again under a new PID, then until it is ready. (Between
+        the kill and the restart supervisor reports no PID, which wait_ready takes for an exit.)"""
+        program = self.process(name)
+        deadline = time.monotonic() + timeout
+        while program.pid() in (None, dead):
+            assert time.monotonic() < deadline, f"{name} not restarted within {timeout} s"
+            time.sleep(0.05)
+        program.wait_ready()
+
     def heal(self) -> None:
         """Resume whatever is frozen, start whatever is stopped, and wait until all are ready."""
         for process in self._stack().all_processes():

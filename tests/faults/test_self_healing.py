@@ -159,8 +159,7 @@ def test_a_consumer_sigkilled_and_restarted_delays_new_writes_by_seconds_not_a_r
     with WriteStream(stack, posts) as stream:
         time.sleep(2)
         killed_at = time.monotonic() - stream.started
-        stack.kill("consumer-1")
-        stack.process("consumer-1").wait_ready()
+        stack.wait_restarted("consumer-1", stack.kill("consumer-1"))
         time.sleep(8)
     after = [row for row in stream.rows if row[0] >= killed_at]
     assert after and all(status == 200 for _, status, _ in after), after
