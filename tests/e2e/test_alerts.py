@@ -60,7 +60,7 @@ def test_prometheus_loads_every_rule_and_scrapes_every_process(monitored):
     groups = prometheus(monitored, "/api/v1/rules")["groups"]
     rules = {rule["name"] for group in groups for rule in group["rules"]}
     assert {"NoCacheConsumer", "CacheConsumerLagGrowing", "PoolInstanceDown", "ProducerResets"} <= rules
-    assert len(rules) == 9
+    assert len(rules) == 10
 
     def all_up() -> bool:
         targets = prometheus(monitored, "/api/v1/targets")["activeTargets"]
