@@ -182,7 +182,8 @@ def test_a_cache_that_lost_what_the_consumer_applied_gets_it_again_from_the_cons
         entry = eventually(lambda: cache_get(user_key(user_id)), timeout=10)
         assert entry.version == 1
         assert CONSUMER_CACHE_ROLLBACKS.labels(spec.name)._value.get() == before + 1
-        assert int(redis_client().hget(key, partition)) == after
+        # Noted again once the replayed batch is committed (after its writes: waited for).
+        eventually(lambda: int(redis_client().hget(key, partition)) == after)
     finally:
         runner.stop()
         thread.join(30)
