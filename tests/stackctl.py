@@ -32,7 +32,6 @@ class StackControl:
         self.stats_url = f"http://127.0.0.1:{env['HAPROXY_STATS_PORT']}"
         servers = dict(line.split("=", 1) for line in (run_dir / "servers.env").read_text().splitlines())
         self.mongo = pymongo.MongoClient(servers["MONGODB_URI"], serverSelectionTimeoutMS=3000).get_database()
-        self.servers = servers
         self.redis = redis_topology.client_for(servers, socket_timeout=3)
         self.prefix = env["CQRS_CACHE_PREFIX"]
         self._saved: localstack.Stack | None = None

@@ -33,13 +33,18 @@ def fault_stack(tmp_path_factory):
         stack_stop(stack)
 
 
+def healed_and_consistent(stack) -> None:
+    """After a fault test: every process of the stack running and ready, no stale cache entry."""
+    stack.heal()
+    report = stack.consistency()
+    assert report["stale"] == 0, report
+
+
 @pytest.fixture
 def stack(fault_stack):
     """The fault stack, healed after the test, which must leave no stale cache entry behind."""
     yield fault_stack
-    fault_stack.heal()
-    report = fault_stack.consistency()
-    assert report["stale"] == 0, report
+    healed_and_consistent(fault_stack)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 written, and written only once the one before is applied and committed. In process, against the
 real broker and Redis, with the cache handler recording what it is asked to do."""
 
+import contextlib
 import threading
 import uuid
 from dataclasses import replace
@@ -153,6 +154,24 @@ def test_a_batch_goes_to_redis_in_calls_of_bounded_size_each_holding_whole_docum
     assert len(handler.prepare(created).calls) == 5
 
 
+@contextlib.contextmanager
+def running_cache_consumer():
+    """The cache consumer of a new group starting at the topic's end, running on a thread of its
+    own for the `with` block: (its spec, its group); stopped and joined after."""
+    group = f"pipeline-{uuid.uuid4().hex[:8]}"
+    group_starting_at_the_end(group)
+    spec = replace(consumer_specs()["cache"], group=group)
+    runner = ConsumerRunner(spec)
+    thread = threading.Thread(target=runner.run)
+    thread.start()
+    try:
+        yield spec, group
+    finally:
+        runner.stop()
+        thread.join(30)
+    assert not thread.is_alive()
+
+
 def test_a_cache_that_lost_what_the_consumer_applied_gets_it_again_from_the_consumers_note():
     """A failover to a replica that had not received the last writes takes back both the entries
     and the note of how far they were applied. Here the note is moved back and the entry deleted,
@@ -162,13 +181,7 @@ def test_a_cache_that_lost_what_the_consumer_applied_gets_it_again_from_the_cons
     from cqrs_site.core.metrics import CONSUMER_CACHE_ROLLBACKS
     from cqrs_site.core.redis_client import redis_client
 
-    group = f"pipeline-{uuid.uuid4().hex[:8]}"
-    group_starting_at_the_end(group)
-    spec = replace(consumer_specs()["cache"], group=group)
-    runner = ConsumerRunner(spec)
-    thread = threading.Thread(target=runner.run)
-    thread.start()
-    try:
+    with running_cache_consumer() as (spec, group):
         user_id, event = user_event()
         produce(event)
         eventually(lambda: cache_get(user_key(user_id)) is not None, timeout=20)
@@ -184,10 +197,6 @@ def test_a_cache_that_lost_what_the_consumer_applied_gets_it_again_from_the_cons
         assert CONSUMER_CACHE_ROLLBACKS.labels(spec.name)._value.get() == before + 1
         # Noted again once the replayed batch is committed (after its writes: waited for).
         eventually(lambda: int(redis_client().hget(key, partition)) == after)
-    finally:
-        runner.stop()
-        thread.join(30)
-    assert not thread.is_alive()
 
 
 def test_a_cache_that_kept_no_note_at_all_gets_the_last_minute_of_the_log_again():
@@ -197,13 +206,7 @@ def test_a_cache_that_kept_no_note_at_all_gets_the_last_minute_of_the_log_again(
     from cqrs_site.core.metrics import CONSUMER_CACHE_ROLLBACKS
     from cqrs_site.core.redis_client import redis_client
 
-    group = f"pipeline-{uuid.uuid4().hex[:8]}"
-    group_starting_at_the_end(group)
-    spec = replace(consumer_specs()["cache"], group=group)
-    runner = ConsumerRunner(spec)
-    thread = threading.Thread(target=runner.run)
-    thread.start()
-    try:
+    with running_cache_consumer() as (spec, group):
         user_id, event = user_event()
         produce(event)
         eventually(lambda: cache_get(user_key(user_id)) is not None, timeout=20)
@@ -214,7 +217,3 @@ def test_a_cache_that_kept_no_note_at_all_gets_the_last_minute_of_the_log_again(
         entry = eventually(lambda: cache_get(user_key(user_id)), timeout=10)
         assert entry.version == 1
         assert CONSUMER_CACHE_ROLLBACKS.labels(spec.name)._value.get() > before
-    finally:
-        runner.stop()
-        thread.join(30)
-    assert not thread.is_alive()
