@@ -32,12 +32,14 @@ restart:
 	@$(PY) -m deploy.localstack restart $(NAME)
 
 # The whole suite on one Redis, then the suites of the read side (cache, consumer, feeds, edge)
-# again on a primary and a replica under Sentinel (REDIS_TOPOLOGY=sentinel). The Sentinel
-# failover fault tests are in the whole suite (tests/faults/test_redis_failover.py).
+# again on a primary and a replica under Sentinel (REDIS_TOPOLOGY=sentinel) and on a six-node
+# Redis Cluster (REDIS_TOPOLOGY=cluster). The failover fault tests of both are in the whole
+# suite (tests/faults/test_redis_failover.py).
 TOPOLOGY_SUITES ?= tests/integration/reads tests/integration/consumers tests/e2e/test_edge.py
 test: install-test
 	$(PY) -m pytest $(PYTEST_ARGS)
 	$(if $(TOPOLOGY_SUITES),REDIS_TOPOLOGY=sentinel $(PY) -m pytest $(PYTEST_ARGS) $(TOPOLOGY_SUITES))
+	$(if $(TOPOLOGY_SUITES),REDIS_TOPOLOGY=cluster $(PY) -m pytest $(PYTEST_ARGS) $(TOPOLOGY_SUITES))
 
 # Not part of `make test`: starts its own stack on free ports, loads it, writes bench/results/.
 bench: install-bench

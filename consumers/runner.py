@@ -64,7 +64,7 @@ from cqrs_site.core.metrics import (
     CONSUMER_REJOINS,
     serve_metrics,
 )
-from cqrs_site.core.redis_client import redis_client
+from cqrs_site.core.redis_client import node_keys, redis_client
 from cqrs_site.core.sweeps import sweep_request
 from writes.producer import Deliveries, publisher_close
 
@@ -373,16 +373,20 @@ class ConsumerRunner:
         lost = {}
         try:
             pipe = redis_client().pipeline(transaction=False)
+            notes = []
             for topic, noted in by_topic.items():
-                key = consumer_offsets_key(self.spec.group, topic)
-                pipe.hmget(key, list(noted))
-                pipe.hset(key, mapping=noted)
+                for key in node_keys(consumer_offsets_key(self.spec.group, topic)):
+                    pipe.hmget(key, list(noted))
+                    pipe.hset(key, mapping=noted)
+                    notes.append((topic, noted))
             replies = pipe.execute()
         except Exception as exc:  # a note, not the offsets themselves: losing one is harmless
             logger.warning("could not note the applied offsets: %s", exc)
             return {}
-        for (topic, noted), held in zip(by_topic.items(), replies[::2], strict=True):
-            lost.update(self._went_back(topic, list(noted), held))
+        for (topic, noted), held in zip(notes, replies[::2], strict=True):
+            for partition, theirs in self._went_back(topic, list(noted), held).items():
+                lost[partition] = _lowest(lost.get(partition, -1), theirs)
+        for topic, noted in by_topic.items():
             for partition, offset in noted.items():
                 self._noted[(topic, partition)] = offset
         return lost
@@ -414,12 +418,15 @@ class ConsumerRunner:
             # process's idle connections to it. A primary demoted while alive (a failover on a
             # missed ping) keeps taking writes until the sentinels make it a replica, 8-10 s
             # later (measured), and those writes are then lost.
-            follow_primary = getattr(redis_client().connection_pool, "get_master_address", None)
+            pool = getattr(redis_client(), "connection_pool", None)  # (a cluster's client has none)
+            follow_primary = getattr(pool, "get_master_address", None)
             if follow_primary is not None:
                 follow_primary()
             for topic, partitions in by_topic.items():
-                held = redis_client().hmget(consumer_offsets_key(self.spec.group, topic), partitions)
-                lost.update(self._went_back(topic, partitions, held))
+                for key in node_keys(consumer_offsets_key(self.spec.group, topic)):
+                    held = redis_client().hmget(key, partitions)
+                    for partition, theirs in self._went_back(topic, partitions, held).items():
+                        lost[partition] = _lowest(lost.get(partition, -1), theirs)
         except Exception as exc:  # Redis down: the batch's apply retries, and this check comes again
             logger.debug("could not read the applied offsets: %s", exc)
             return
@@ -501,8 +508,11 @@ class ConsumerRunner:
         if not partitions:
             return
         topic = partitions[0].topic
-        key = consumer_offsets_key(self.spec.group, topic)
-        applied = {int(p): int(o) for p, o in redis_client().hgetall(key).items()}
+        keys = node_keys(consumer_offsets_key(self.spec.group, topic))
+        applied: dict[int, int] = {}
+        for key in keys:
+            for p, o in redis_client().hgetall(key).items():
+                applied[int(p)] = max(applied.get(int(p), 0), int(o))
         lost = []
         for committed in consumer.committed([TopicPartition(p.topic, p.partition) for p in partitions], timeout=5):
             noted = applied.get(committed.partition)
@@ -524,7 +534,8 @@ class ConsumerRunner:
                 committed if committed >= 0 else "nothing",
                 high,
             )
-        redis_client().hdel(key, *[partition for partition, *_ in lost])
+        for key in keys:
+            redis_client().hdel(key, *[partition for partition, *_ in lost])
         sweep_request(f"consumer {self.spec.name} found the broker lost partitions {[p for p, *_ in lost]} of {topic}")
 
     def _on_revoke(self, consumer, partitions) -> None:
@@ -557,3 +568,12 @@ class ConsumerRunner:
         self.dead_lettered += 1
         CONSUMER_DEAD_LETTERED.labels(self.spec.name).inc()
         return True
+
+
+def _lowest(a: int | None, b: int | None) -> int | None:
+    """The lower of two notes the cache held (None: none, lowest of all; -1: not seen yet)."""
+    if a == -1:
+        return b
+    if a is None or b is None:
+        return None
+    return min(a, b)

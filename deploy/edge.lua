@@ -12,6 +12,11 @@
 -- API's validators (cqrs_site/core/http.py: the strong ETag "<version>", RFC 9110 If-None-Match,
 -- X-Min-Version); tests/e2e/test_edge.py holds the two to each other.
 --
+-- On a Redis Cluster (REDIS_TOPOLOGY=cluster) it routes each GET by the key's slot: CRC16 as
+-- Redis computes it, a slot map from CLUSTER SLOTS (asked of REDIS_CLUSTER_NODES), MOVED and ASK
+-- followed once, and the map asked again after a MOVED or a node that does not answer; a slot
+-- whose primary is down falls through to the pool until the map names its new primary.
+--
 -- HAProxy 2.6's Lua cannot keep a connection across requests, so each hit opens one and asks
 -- Redis to close it (QUIT after the GET). Over Redis's unix socket (EDGE_REDIS_SOCKET, same
 -- host) that costs no TCP state at all; over TCP the TIME_WAIT that closing leaves is Redis's,
@@ -98,29 +103,159 @@ local function command(...)
   return table.concat(parts)
 end
 
--- One GET, Redis closing the connection after it; nil on any failure (the read pool answers).
-local function redis_get(key)
+-- A cluster's nodes: where to ask for the slot map, and each node's unix socket on this host
+-- (EDGE_REDIS_SOCKETS: "host:port=/path,..."), used instead of TCP.
+local CLUSTER = os.getenv("REDIS_TOPOLOGY") == "cluster"
+local SEEDS, SOCKETS = {}, {}
+for address in (os.getenv("REDIS_CLUSTER_NODES") or ""):gmatch("[^,%s]+") do SEEDS[#SEEDS + 1] = address end
+for address, path in (os.getenv("EDGE_REDIS_SOCKETS") or ""):gmatch("([^,=%s]+)=([^,%s]+)") do SOCKETS[address] = path end
+
+-- A connection to one server: the configured one (address nil), or a cluster node "host:port".
+local function connect(address)
   local socket = core.tcp()
   socket:settimeout(TIMEOUT)
   local connected
-  if SOCKET then connected = socket:connect("unix@" .. SOCKET, 0) else connected = socket:connect(HOST, PORT) end
-  if not connected then return nil end
+  local path = (address and SOCKETS[address]) or (not address and SOCKET)
+  if path then
+    connected = socket:connect("unix@" .. path, 0)
+  elseif address then
+    local host, port = address:match("^(.*):(%d+)$")
+    connected = host and socket:connect(host, tonumber(port))
+  else
+    connected = socket:connect(HOST, PORT)
+  end
+  if not connected then socket:close() return nil end
+  return socket
+end
+
+-- One GET, Redis closing the connection after it (ASKING first when `asking`). Returns the
+-- value; nil for a miss; nil, "MOVED"|"ASK", "host:port" for a redirection; nil, "DOWN" when the
+-- server did not answer (the read pool answers every one of these but a redirection).
+local function redis_get(key, address, asking)
+  local socket = connect(address)
+  if not socket then return nil, "DOWN" end
   local request, replies = "", 1
   if PASSWORD then request, replies = request .. command("AUTH", PASSWORD), replies + 1 end
-  if DB ~= 0 then request, replies = request .. command("SELECT", tostring(DB)), replies + 1 end
+  if DB ~= 0 and not address then request, replies = request .. command("SELECT", tostring(DB)), replies + 1 end
+  if asking then request, replies = request .. command("ASKING"), replies + 1 end
   if not socket:send(request .. command("GET", key) .. command("QUIT")) then
     socket:close()
-    return nil
+    return nil, "DOWN"
   end
   for _ = 2, replies do
     local status = socket:receive("*l")
-    if not status or status:sub(1, 1) ~= "+" then socket:close() return nil end
+    if not status or status:sub(1, 1) ~= "+" then socket:close() return nil, "DOWN" end
   end
   local head = socket:receive("*l")
-  local size = head and head:sub(1, 1) == "$" and tonumber(head:sub(2))
+  if not head then socket:close() return nil, "DOWN" end
+  if head:sub(1, 1) == "-" then
+    socket:close()
+    local kind, target = head:match("^%-(%u+) %d+ (%S+)$")
+    if kind == "MOVED" or kind == "ASK" then return nil, kind, target end
+    return nil, "DOWN"  -- CLUSTERDOWN, TRYAGAIN, LOADING...
+  end
+  local size = head:sub(1, 1) == "$" and tonumber(head:sub(2))
   local value = size and size >= 0 and socket:receive(size + 2)
   socket:close()
   return value and value:sub(1, size) or nil
+end
+
+-- Redis Cluster's key hash: CRC16 (XMODEM) of the key's hash tag (or of the key), mod 16384.
+local CRC16 = {}
+for byte = 0, 255 do
+  local crc = byte << 8
+  for _ = 1, 8 do
+    crc = (crc & 0x8000 ~= 0) and (((crc << 1) ~ 0x1021) & 0xFFFF) or ((crc << 1) & 0xFFFF)
+  end
+  CRC16[byte] = crc
+end
+
+local function key_slot(key)
+  local open = key:find("{", 1, true)
+  if open then
+    local close = key:find("}", open + 1, true)
+    if close and close > open + 1 then key = key:sub(open + 1, close - 1) end
+  end
+  local crc = 0
+  for index = 1, #key do
+    crc = ((crc << 8) & 0xFFFF) ~ CRC16[((crc >> 8) ~ key:byte(index)) & 0xFF]
+  end
+  return crc & 0x3FFF
+end
+
+-- One RESP reply, arrays nested (CLUSTER SLOTS); nil on an error or a broken connection.
+local function read_reply(socket)
+  local line = socket:receive("*l")
+  if not line then return nil end
+  local kind, rest = line:sub(1, 1), line:sub(2)
+  if kind == "*" then
+    local items = {}
+    for index = 1, tonumber(rest) do
+      items[index] = read_reply(socket)
+      if items[index] == nil then return nil end
+    end
+    return items
+  elseif kind == "$" then
+    local size = tonumber(rest)
+    if size < 0 then return false end
+    local data = socket:receive(size + 2)
+    return data and data:sub(1, size)
+  elseif kind == ":" then
+    return tonumber(rest)
+  elseif kind == "+" then
+    return rest
+  end
+  return nil
+end
+
+-- The slot map (slot -> "host:port" of its primary), per Lua state, asked of the first node that
+-- answers CLUSTER SLOTS; at most every REFRESH_SECONDS, however many requests find it wrong.
+local SLOTS, refreshed_at, REFRESH_SECONDS = {}, -1, 0.1
+local function now()
+  local time = core.now()
+  return time.sec + time.usec / 1e6
+end
+
+local function refresh_slots()
+  if now() - refreshed_at < REFRESH_SECONDS then return end
+  refreshed_at = now()
+  local known = {}
+  for _, address in ipairs(SEEDS) do known[#known + 1] = address end
+  for _, address in pairs(SLOTS) do known[#known + 1] = address end
+  for _, address in ipairs(known) do
+    local socket = connect(address)
+    if socket then
+      local ranges = socket:send(command("CLUSTER", "SLOTS") .. command("QUIT")) and read_reply(socket)
+      socket:close()
+      if type(ranges) == "table" and #ranges > 0 then
+        local slots = {}
+        for _, range in ipairs(ranges) do
+          local primary = range[3]
+          for slot = range[1], range[2] do slots[slot] = primary[1] .. ":" .. primary[2] end
+        end
+        SLOTS = slots
+        return
+      end
+    end
+  end
+end
+
+-- A cluster's GET: to the slot's primary, following one MOVED or ASK.
+local function cluster_get(key)
+  local slot = key_slot(key)
+  if SLOTS[slot] == nil then refresh_slots() end
+  local address = SLOTS[slot]
+  if not address then return nil end
+  local value, failure, target = redis_get(key, address)
+  if failure == "MOVED" then
+    SLOTS[slot] = target
+    refresh_slots()
+    value, failure = redis_get(key, target)
+  elseif failure == "ASK" then
+    value, failure = redis_get(key, target, true)
+  end
+  if failure == "DOWN" then refresh_slots() end
+  return value
 end
 
 -- RFC 9110 13.1.2, weak comparison: "*", or any listed tag, W/ or not, that is the version.
@@ -167,7 +302,8 @@ core.register_action("edge_hit", { "http-req" }, function(txn)
   if not host_allowed(header("host")) then return end
   local minimum = header("x-min-version")
   if minimum and not is_version(minimum) then return end
-  local value = redis_get(key)
+  local value
+  if CLUSTER then value = cluster_get(key) else value = redis_get(key) end
   if not value then return end
   local version, body = entry_split(value)
   if not version or body == "" or #body > MAX_BODY or not is_version(version) then return end

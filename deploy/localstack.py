@@ -24,6 +24,9 @@ from .processes import PYTHON, ROOT, SERVERS, VENV_BIN, Process, env_int, local_
 from .supervision import Program, Supervisor
 
 # What HAProxy's edge reads from the environment, as the app does.
+# Where the edge reads the cache: one server (or a replica: EDGE_REDIS_URL, its socket), or a
+# cluster's nodes (REDIS_TOPOLOGY=cluster: REDIS_CLUSTER_NODES, and EDGE_REDIS_SOCKETS by address).
+EDGE_REDIS = ("EDGE_REDIS_URL", "EDGE_REDIS_SOCKET", "REDIS_TOPOLOGY", "REDIS_CLUSTER_NODES", "EDGE_REDIS_SOCKETS")
 EDGE_SETTINGS = (
     "EDGE_HITS",
     "EDGE_REDIS_TIMEOUT_MS",
@@ -74,7 +77,7 @@ class Stack:
     servers: dict  # each server's URL variable -> its URL (the ones it runs, and external ones)
     own_servers: dict  # the servers it runs: name -> port
     edge_settings: dict  # what HAProxy's edge reads (EDGE_SETTINGS), as `up` found them set
-    redis_ports: dict  # REDIS_TOPOLOGY=sentinel: the replica's and the sentinels' (deploy/redis_topology.py)
+    redis_ports: dict  # REDIS_TOPOLOGY=sentinel|cluster: its other nodes' (deploy/redis_topology.py)
 
     SHAPE = (
         "port",
@@ -117,14 +120,17 @@ class Stack:
             servers["EDGE_REDIS_SOCKET"] = os.environ["EDGE_REDIS_SOCKET"]
         # REDIS_TOPOLOGY=sentinel: a primary, a replica and three sentinels of its own, or the
         # sentinels given (REDIS_SENTINELS, with the edge's replica in EDGE_REDIS_URL).
+        # REDIS_TOPOLOGY=cluster: six nodes of its own, or the nodes given (REDIS_CLUSTER_NODES).
         redis_ports = {}
-        if os.environ.get("REDIS_TOPOLOGY", "single") == "sentinel":
+        topology = os.environ.get("REDIS_TOPOLOGY", "single")
+        if topology in ("sentinel", "cluster"):
             if "redis" in own:
-                redis_ports = redis_topology.topology_ports()
+                redis_ports = redis_topology.topology_ports(topology)
                 servers.pop("EDGE_REDIS_SOCKET", None)
-                servers.update(redis_topology.app_env(run_dir, redis_ports))
+                servers.update(redis_topology.app_env(run_dir, redis_ports, own["redis"]))
             else:
                 given = ("REDIS_TOPOLOGY", "REDIS_SENTINELS", "REDIS_SENTINEL_SERVICE", "EDGE_REDIS_URL")
+                given += ("REDIS_CLUSTER_NODES", "EDGE_REDIS_SOCKETS")
                 servers.update({name: os.environ[name] for name in given if name in os.environ})
         return cls(
             run_dir=run_dir,
@@ -233,7 +239,7 @@ class Stack:
             "HAPROXY_STATS_BIND": f"127.0.0.1:{self.stats_port}",
             # The edge (deploy/edge.lua) reads the cache as the app does.
             "REDIS_URL": self.servers["REDIS_URL"],
-            **{name: self.servers[name] for name in ("EDGE_REDIS_URL", "EDGE_REDIS_SOCKET") if name in self.servers},
+            **{name: self.servers[name] for name in EDGE_REDIS if name in self.servers},
             **self.edge_settings,
         }
         # HAProxy writes its log lines to stdout without blocking and drops those a full pipe
@@ -342,8 +348,12 @@ class Stack:
         try:
             supervisor.start_daemon(env=dict(os.environ))
             *servers, apps, front = layers
+            if self.redis_ports:
+                redis_topology.cluster_reset(self.run_dir)  # (a sentinel topology has no cluster)
             for layer in servers:
                 self._start(layer)
+            if self.redis_topology == "cluster" and self.redis_ports:  # (not one given by REDIS_CLUSTER_NODES)
+                redis_topology.cluster_form(self.own_servers["redis"], self.redis_ports)
             self.manage("migrate", "--noinput")
             self.manage("collectstatic", "--noinput")
             admin = self.manage("ensure_admin_user", "--password-file", str(self.run_dir / "admin-password"))
@@ -442,8 +452,14 @@ class Stack:
             {"targets": [f"127.0.0.1:{self.stats_port}"], "labels": {"job": "haproxy"}},
         ]
 
+    @property
+    def redis_topology(self) -> str:
+        return self.servers.get("REDIS_TOPOLOGY", "single")
+
     def redis_summary(self) -> str:
-        if self.servers.get("REDIS_TOPOLOGY") != "sentinel":
+        if self.redis_topology == "cluster":
+            return f"cluster of {self.servers['REDIS_CLUSTER_NODES']}; edge routes by slot"
+        if self.redis_topology != "sentinel":
             return self.servers["REDIS_URL"]
         edge = self.servers.get("EDGE_REDIS_URL", "the primary")
         service, sentinels = self.servers["REDIS_SENTINEL_SERVICE"], self.servers["REDIS_SENTINELS"]

@@ -363,25 +363,29 @@ def servers_start(
     """Start whichever of Redis, MongoDB and Kafka the environment does not already point at,
     on the ports REDIS_PORT, MONGO_PORT, KAFKA_PORT (or their defaults), or on free ports.
 
-    With REDIS_TOPOLOGY=sentinel, Redis is a primary, a replica and three sentinels
-    (deploy/redis_topology.py, on free ports).
+    With REDIS_TOPOLOGY=sentinel, Redis is a primary, a replica and three sentinels; with
+    REDIS_TOPOLOGY=cluster, a six-node Redis Cluster (deploy/redis_topology.py).
 
     Returns the environment that points at all three, and the processes started."""
-    env, started, sentinels = {}, [], []
+    env, started, sentinels, cluster = {}, [], [], None
     for server in SERVERS:
         if os.environ.get(server.variable):
             env[server.variable] = os.environ[server.variable]
             continue
         port = free_port() if free_ports else env_int(server.port_variable, server.default_port)
-        if server.name == "redis" and os.environ.get("REDIS_TOPOLOGY") == "sentinel":
+        topology = os.environ.get("REDIS_TOPOLOGY", "single")
+        if server.name == "redis" and topology in ("sentinel", "cluster"):
             from . import redis_topology
 
-            ports = {name: free_port() for name in (redis_topology.REPLICA, *redis_topology.SENTINELS)}
+            ports = redis_topology.topology_ports(topology)
+            if free_ports:
+                ports = {name: free_port() for name in ports}
             nodes, sentinels = redis_topology.processes(run_dir, port, ports)
             for process in nodes:
                 process.start()
             started += nodes
-            env.update(redis_topology.app_env(run_dir, ports))
+            env.update(redis_topology.app_env(run_dir, ports, port))
+            cluster = (port, ports) if topology == "cluster" else None
             continue
         process = server.process(run_dir, port, mongo_storage)
         process.start()
@@ -392,6 +396,10 @@ def servers_start(
             env["EDGE_REDIS_SOCKET"] = str(redis_socket(run_dir))
     for process in started:
         process.wait_ready()
+    if cluster is not None:
+        from . import redis_topology
+
+        redis_topology.cluster_form(*cluster)
     for process in sentinels:  # once the nodes answer: a node starting meets no sentinel yet
         process.start()
         started.append(process)

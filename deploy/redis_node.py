@@ -3,6 +3,7 @@ become it (exec: supervisor's PID is the server's).
 
     python -m deploy.redis_node node --port P --dir D --seed H:P --sentinels H:P,... [--socket S]
     python -m deploy.redis_node sentinel --port P --dir D --seed H:P --quorum 2 ...
+    python -m deploy.redis_node cluster-node --port P --bus-port B --dir D --peers H:P,... [--socket S]
 
 A node asks the sentinels which node is the primary and starts as its replica. With no sentinel
 answering (the topology's first start) it takes its seed role: the primary if it is the seed,
@@ -10,6 +11,11 @@ else the seed's replica. A node the sentinels still name as the primary was the 
 died; it waits for them to promote another (its data died with it, and a primary back empty
 would have its replica drop everything it holds), and starts as the primary itself only when
 none was promoted in time: a lone node, or a replica that died too.
+
+A Redis Cluster node keeps its identity in nodes.conf, in its directory. One that was a primary
+and died waits, as a Sentinel node does, for the others to fail it over to its replica (they
+then make it that replica's replica when it comes back), rather than come back at once as an
+empty primary of its slots; with no peer answering (the whole cluster starting) it starts at once.
 
 A sentinel writes its config on its first start only: it rewrites that file with what it learns
 (the other sentinels, the replicas, each failover), and a restarted sentinel must keep it.
@@ -65,6 +71,61 @@ def replica_of(me: tuple[str, int], seed: tuple[str, int], sentinels, service: s
         named = primary_named(sentinels, service) or named
 
 
+def cluster_identity(data: Path) -> tuple[str, bool] | None:
+    """This node's id, and whether it was a primary holding slots, from its nodes.conf; None
+    before its first start."""
+    try:
+        lines = (data / "nodes.conf").read_text().splitlines()
+    except FileNotFoundError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 8 and "myself" in fields[2].split(","):
+            return fields[0], "master" in fields[2].split(",") and len(fields) > 8
+    return None
+
+
+def peers_still_name_me_primary(node_id: str, peers: list[tuple[str, int]]) -> bool | None:
+    """Whether a peer still holds this node as a primary of slots (None: no peer answers)."""
+    answered = False
+    for host, port in peers:
+        try:
+            client = redis.Redis(host=host, port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
+            text = client.execute_command("CLUSTER", "NODES")
+            client.close()
+        except redis.RedisError:
+            continue
+        answered = True
+        text = text.decode() if isinstance(text, bytes) else text
+        for line in text.splitlines():
+            fields = line.split()
+            if fields and fields[0] == node_id:
+                return "master" in fields[2].split(",") and len(fields) > 8
+    return None if not answered else False
+
+
+def cluster_node(args) -> list[str]:
+    data = Path(args.dir)
+    data.mkdir(parents=True, exist_ok=True)
+    identity = cluster_identity(data)
+    if identity is not None and identity[1]:
+        deadline = time.monotonic() + PROMOTION_WAIT_SECONDS
+        peers = [peer for peer in addresses(args.peers) if peer != ("127.0.0.1", args.port)]
+        while peers_still_name_me_primary(identity[0], peers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    argv = [shutil.which("redis-server") or "redis-server", "--bind", "127.0.0.1", "--port", str(args.port)]
+    argv += ["--save", "", "--appendonly", "no", "--dir", str(data), "--daemonize", "no"]
+    argv += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+    argv += ["--cluster-port", str(args.bus_port), "--cluster-node-timeout", str(args.node_timeout_ms)]
+    # Slots whose primary is down answer errors; the others go on answering (reads fall
+    # through to MongoDB for the first only).
+    argv += ["--cluster-require-full-coverage", "no", "--cluster-allow-reads-when-down", "no"]
+    argv += ["--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"]
+    if args.socket:
+        argv += ["--unixsocket", args.socket, "--unixsocketperm", "700"]
+    return argv
+
+
 def node(args) -> list[str]:
     data = Path(args.dir)
     data.mkdir(parents=True, exist_ok=True)
@@ -103,10 +164,13 @@ def sentinel(args) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m deploy.redis_node")
-    parser.add_argument("role", choices=["node", "sentinel"])
+    parser.add_argument("role", choices=["node", "sentinel", "cluster-node"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--dir", required=True)
-    parser.add_argument("--seed", required=True, help="the primary of the first start, host:port")
+    parser.add_argument("--seed", default="", help="the primary of the first start, host:port")
+    parser.add_argument("--peers", default="", help="the cluster's other nodes, host:port,...")
+    parser.add_argument("--bus-port", type=int)
+    parser.add_argument("--node-timeout-ms", type=int, default=2000)
     parser.add_argument("--service", default="cache")
     parser.add_argument("--sentinels", default="")
     parser.add_argument("--socket")
@@ -114,7 +178,7 @@ def main() -> None:
     parser.add_argument("--down-after-ms", type=int, default=2000)
     parser.add_argument("--failover-timeout-ms", type=int, default=10000)
     args = parser.parse_args()
-    argv = node(args) if args.role == "node" else sentinel(args)
+    argv = {"node": node, "sentinel": sentinel, "cluster-node": cluster_node}[args.role](args)
     sys.stdout.flush()
     os.execv(argv[0], argv)
 

@@ -35,9 +35,9 @@ from cqrs_site.core.codec import (
     view_key,
 )
 from cqrs_site.core.metrics import CACHE_WRITES
-from cqrs_site.core.redis_client import redis_client
+from cqrs_site.core.redis_client import clustered, get_many, node_of, redis_client
 
-from .models import Entry, Member, entry_models, feeds_changed_by, json_bytes
+from .models import Entry, Member, entry_models, feeds_changed_by, json_bytes, ops_for
 
 # A feed's state lives in the feed itself, as its one member scored -inf: `!filling` or `!ready`,
 # with `:<score>:<member>` when the feed is truncated (it holds every live post above that
@@ -60,14 +60,18 @@ end
 # Each write's fields in cache_pack's array: the apply script's stride.
 FIELDS_PER_WRITE = 6
 
+# On a Redis Cluster a call is made per node and routed by its first key (KEYS[1]); the flag lets
+# it write the node's other slots too (Redis 7.0), which hash tags alone cannot make one.
 APPLY_SCRIPT = (
-    ENTRY_VALUE_LUA
+    "#!lua flags=allow-cross-slot-keys\n"
+    + ENTRY_VALUE_LUA
     + FEED_LUA
     + """
 -- ARGV[1]: the fences' TTL (ms). ARGV[2]: the writes, one MessagePack array of their fields
 -- in a row (Redis's cmsgpack decodes it in C), each write's in order:
 --   'E', key, fence, version, value, ttl_ms
---   'M', feed, fence, version, member, score (text)
+--   'M', feed, fence, version, member, score (text); fence '': the feed's own order only (a
+--        cluster's, whose feeds live away from their posts' fences: see cache_pack)
 -- ARGV[3]: 1 if an entry may be rewritten at an equal version (a repair). ARGV[4]: a feed's
 -- most members.
 local writes = cmsgpack.unpack(ARGV[2])
@@ -94,8 +98,11 @@ for i = 1, #writes, """
     + """ do
   local kind, key, fence, version = writes[i], writes[i + 1], writes[i + 2], writes[i + 3]
   local a, b = writes[i + 4], writes[i + 5]
-  local high = fences[fence] or tonumber(redis.call('GET', fence) or '0')
-  fences[fence] = high
+  local high = 0
+  if fence ~= '' then
+    high = fences[fence] or tonumber(redis.call('GET', fence) or '0')
+    fences[fence] = high
+  end
   local stored = 0
   if version >= high then
     if kind == 'E' then
@@ -111,12 +118,18 @@ for i = 1, #writes, """
       if feed then
         local member, score = a, tonumber(b)
         if not (feed.cut_score and at_or_below(score, member, feed.cut_score, feed.cut_member)) then
-          feed.size = feed.size + redis.call('ZADD', key, b, member)
-          stored = 1
+          -- Without its post's fence (fence ''), a place is held by its own order: a post's
+          -- score only rises with its version (created_at never changes, like_count only counts
+          -- up), so a lower score is an older place. A repair may lower it.
+          local held = fence == '' and not rewrite and redis.call('ZSCORE', key, member)
+          if not (held and tonumber(held) > score) then
+            feed.size = feed.size + redis.call('ZADD', key, b, member)
+            stored = 1
+          end
         end
       end
     end
-    if version > high then
+    if version > high and fence ~= '' then
       redis.call('SET', fence, string.format('%d', version), 'PX', fence_ttl)
       fences[fence] = version
     end
@@ -207,14 +220,38 @@ def jittered_ms(seconds: float, jitter: float | None = None) -> int:
 def cache_apply(
     ops: Iterable[Entry | Member], *, writer: str, rewrite_same_version: bool = False, client=None
 ) -> list[int]:
-    """Apply cache writes in order, each through its fence, in one script call; returns 1 per
-    write stored, 0 per write refused (fenced off, or a member of a feed that is not cached).
-    `writer` (fill, consumer, repair, warm) labels cqrs_cache_writes_total; `rewrite_same_version`
-    is for repairs only; `client` may be a pipeline (the call is then queued on it)."""
-    results = cache_apply_packed(cache_pack(ops), rewrite_same_version=rewrite_same_version, client=client)
+    """Apply cache writes in order, each through its fence, in one script call (on a cluster,
+    one per node); returns 1 per write stored, 0 per write refused (fenced off, or a member of
+    a feed that is not cached). `writer` (fill, consumer, repair, warm) labels
+    cqrs_cache_writes_total; `rewrite_same_version` is for repairs only; `client` may be a
+    pipeline (the call is then queued on it; not on a cluster)."""
+    if clustered():
+        ops = list(ops)
+        results = [0] * len(ops)
+        for indexes in _by_node(ops).values():
+            route = _route(ops[indexes[0]])
+            packed = cache_pack([ops[i] for i in indexes])
+            for index, result in zip(
+                indexes, cache_apply_packed(packed, route, rewrite_same_version=rewrite_same_version), strict=True
+            ):
+                results[index] = result
+    else:
+        results = cache_apply_packed(cache_pack(ops), rewrite_same_version=rewrite_same_version, client=client)
     if client is None:
         count_writes(writer, results)
     return results
+
+
+def _route(op: Entry | Member) -> str:
+    return op.key if type(op) is Entry else op.feed
+
+
+def _by_node(ops: list) -> dict[str, list[int]]:
+    """On a cluster: the writes' indexes, by the node that serves them."""
+    nodes: dict[str, list[int]] = {}
+    for index, op in enumerate(ops):
+        nodes.setdefault(node_of(_route(op)), []).append(index)
+    return nodes
 
 
 def cache_pack(ops: Iterable[Entry | Member]) -> bytes | None:
@@ -226,11 +263,16 @@ def cache_pack(ops: Iterable[Entry | Member]) -> bytes | None:
     in Lua cost Redis 50 ms a batch of 10,000 writes, against 8 ms for cmsgpack (measured). A
     batch touches keys in many hash slots, so it is a single-node script either way. Redis 7.0's
     cmsgpack does not take MessagePack's binary type: values travel as text (the bodies are
-    UTF-8 JSON)."""
+    UTF-8 JSON).
+
+    On a cluster, the caller packs each node's writes apart (cache_apply), and a feed's places
+    go without their post's fence, which lives on another node: the script holds them to their
+    feed's order instead (a score only rises with its post's version)."""
     lifetimes = ttls()
     # A live entry's jittered lifetime (jittered_ms), its span worked out once per batch.
     lowest, spread = jitter_span(lifetimes.entry_seconds, lifetimes.jitter)
     draw = random.random
+    apart = clustered()
     fields: list = []
     add = fields.extend
     for op in ops:
@@ -239,11 +281,13 @@ def cache_pack(ops: Iterable[Entry | Member]) -> bytes | None:
             fence = op.fence or high_water_key(op.key)
             add(("E", op.key, fence, op.version, value_text(op.version, op.body), ttl))
         else:
-            add(("M", op.feed, op.fence, op.version, op.member, str(op.score)))
+            add(("M", op.feed, "" if apart else op.fence, op.version, op.member, str(op.score)))
     return msgspec.msgpack.encode(fields) if fields else None
 
 
-def cache_pack_states(documents: Iterable[tuple[str, dict, frozenset[str] | None]], *, most: int) -> list[bytes]:
+def cache_pack_states(
+    documents: Iterable[tuple[str, dict, frozenset[str] | None]], *, most: int
+) -> list[tuple[str, bytes]]:
     """What `cache_pack(ops_for(aggregate, state, event_types))` packs for each document, in
     script calls of at most `most` writes (a document's all in one call), built from the same
     declarations (reads/models.py) without the Entry and Member in between: the consumer packs
@@ -251,11 +295,17 @@ def cache_pack_states(documents: Iterable[tuple[str, dict, frozenset[str] | None
     (a liked post 4.4-4.7 us against 2.8-3.0 us; the bench's 50,000-event backlog applied in
     0.73 s against 0.90 s, five runs each, alternated: bench/README.md, the consumer). `ops_for` and
     `cache_pack` stay the fills' and repairs' way; tests/unit/reads/test_cache_pack.py holds the
-    two equal."""
+    two equal.
+
+    Each call comes with the key it is routed by: '' (one server), or on a cluster the first key
+    of the node it writes (each node's writes are packed apart, a feed's places on the feed's
+    node: cache_pack)."""
+    if clustered():
+        return _pack_states_per_node(documents, most=most)
     lifetimes = ttls()
     lowest, spread = jitter_span(lifetimes.entry_seconds, lifetimes.jitter)
     draw = random.random
-    calls: list[bytes] = []
+    calls: list[tuple[str, bytes]] = []
     fields: list = []
     add = fields.extend
     for aggregate, state, event_types in documents:
@@ -264,7 +314,7 @@ def cache_pack_states(documents: Iterable[tuple[str, dict, frozenset[str] | None
         deleted = state.get("deleted")
         writes = len(models) if deleted else len(models) + len(feeds)
         if fields and len(fields) // FIELDS_PER_WRITE + writes > most:
-            calls.append(msgspec.msgpack.encode(fields))
+            calls.append(("", msgspec.msgpack.encode(fields)))
             fields = []
             add = fields.extend
         key = entry_key(aggregate, doc_id)
@@ -282,17 +332,43 @@ def cache_pack_states(documents: Iterable[tuple[str, dict, frozenset[str] | None
             partition = state[feed.per] if feed.per else None
             add(("M", feed.key(partition), fence, version, doc_id, str(feed.score(state))))
     if fields:
-        calls.append(msgspec.msgpack.encode(fields))
+        calls.append(("", msgspec.msgpack.encode(fields)))
     return calls
 
 
-def cache_apply_packed(packed: bytes | None, *, rewrite_same_version: bool = False, client=None) -> list[int]:
-    """Run the apply script over writes packed by cache_pack: 1 per write stored, 0 per refused."""
+def _pack_states_per_node(documents, *, most: int) -> list[tuple[str, bytes]]:
+    """cache_pack_states on a cluster: each node's writes in calls of their own, through the
+    Entry and Member of ops_for (a cluster's client spends more per write than this packing)."""
+    nodes: dict[str, list] = {}
+    for aggregate, state, event_types in documents:
+        ops = ops_for(aggregate, state, event_types)
+        entries = [op for op in ops if type(op) is Entry]
+        nodes.setdefault(node_of(entries[0].key), []).append(entries)
+        for op in ops[len(entries) :]:
+            nodes.setdefault(node_of(op.feed), []).append([op])
+    calls = []
+    for groups in nodes.values():
+        chunk: list = []
+        for group in groups:
+            if chunk and len(chunk) + len(group) > most:
+                calls.append((_route(chunk[0]), cache_pack(chunk)))
+                chunk = []
+            chunk += group
+        if chunk:
+            calls.append((_route(chunk[0]), cache_pack(chunk)))
+    return calls
+
+
+def cache_apply_packed(
+    packed: bytes | None, route: str = "", *, rewrite_same_version: bool = False, client=None
+) -> list[int]:
+    """Run the apply script over writes packed by cache_pack: 1 per write stored, 0 per refused.
+    `route`: on a cluster, a key of the node the writes are for."""
     if packed is None:
         return []
     lifetimes = ttls()
     args = [lifetimes.fence_ms, packed, 1 if rewrite_same_version else 0, lifetimes.feed_max_members]
-    return script("apply", APPLY_SCRIPT)(keys=[], args=args, client=client or redis_client())
+    return script("apply", APPLY_SCRIPT)(keys=[route] if route else [], args=args, client=client or redis_client())
 
 
 def count_writes(writer: str, results: list[int]) -> None:
@@ -315,9 +391,7 @@ def cache_get(key: str) -> Entry | None:
 
 
 def cache_get_many(keys: list[str]) -> list[Entry | None]:
-    if not keys:
-        return []
-    return [decode(key, raw) for key, raw in zip(keys, redis_client().mget(keys), strict=True)]
+    return [decode(key, raw) for key, raw in zip(keys, get_many(keys), strict=True)]
 
 
 def fill_lock(key: str, *, ttl_ms: int) -> bool:

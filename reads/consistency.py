@@ -21,7 +21,7 @@ from itertools import islice
 from bson import ObjectId
 
 from cqrs_site.core.codec import entry_pattern, feed_name, key_parse
-from cqrs_site.core.redis_client import redis_client
+from cqrs_site.core.redis_client import get_many, redis_client
 from writes.aggregates import AGGREGATES, Aggregate
 from writes.documents import object_id
 
@@ -240,7 +240,7 @@ def _orphans(batch_size: int) -> Iterator[str]:
             ids = [ObjectId(i) for i in by_id if ObjectId.is_valid(i)]
             known = {str(d["_id"]) for d in spec.collection().find({"_id": {"$in": ids}}, {"_id": 1})}
             candidates = [key for doc_id, doc_keys in by_id.items() if doc_id not in known for key in doc_keys]
-            for key, raw in zip(candidates, client.mget(candidates) if candidates else [], strict=True):
+            for key, raw in zip(candidates, get_many(candidates), strict=True):
                 entry = decode(key, raw)
                 if entry is not None and entry.version > 0:
                     yield key

@@ -24,10 +24,10 @@ from django.conf import settings
 from pymongo.errors import ConnectionFailure
 from redis.exceptions import RedisError
 
-from cqrs_site.core.codec import ENTRY_VALUE_LUA, prefix
+from cqrs_site.core.codec import ENTRY_VALUE_LUA, post_key, value_decode
 from cqrs_site.core.errors import InvalidInput, Unavailable
 from cqrs_site.core.metrics import CACHE_LOOKUPS
-from cqrs_site.core.redis_client import redis_client
+from cqrs_site.core.redis_client import clustered, get_many, redis_client
 from writes.aggregates import POST_AGGREGATE
 from writes.documents import object_id
 from writes.events import POST
@@ -42,7 +42,9 @@ FILL_WAIT_SECONDS = 0.25
 FILL_TIMEOUT_MS = 10_000  # a filler that died leaves `!filling` for this long at most
 
 # KEYS[1] the feed. ARGV: the cursor's score and post id ('' for the first page), the page size,
-# the prefix of post entries. Returns {state, reached_cutoff, id, score, body, id, score, body…}:
+# what comes before and after a post's id in its entry's key (both '' on a cluster, where the
+# entries live on other nodes: every body comes back '', the caller reads them, cached_page).
+# Returns {state, reached_cutoff, id, score, body, id, score, body…}:
 # up to size + 1 posts after the cursor, tombstoned ones dropped (and removed), a body '' for a
 # post whose entry is not cached; reached_cutoff '1' when a truncated feed ended before the page
 # did. state is absent, filling or ready; nothing follows unless ready.
@@ -71,7 +73,8 @@ while found <= size and not below do
       below = true  -- the rest of the order is MongoDB's
       break
     else
-      local value = redis.call('GET', ARGV[4] .. member)
+      local value = nil
+      if ARGV[4] ~= '' then value = redis.call('GET', ARGV[4] .. member .. ARGV[5]) end
       local body = ''
       if value then
         body = select(2, entry_split(value)) or ''
@@ -154,15 +157,40 @@ def page_body(bodies: list[bytes], next_cursor: str | None) -> bytes:
 
 def cached_page(feed: FeedModel, partition: str | None, limit: int, after: tuple[int, str] | None):
     """One run of the page script: (state, reached_cutoff, [(post id, score, body or b"")])."""
+    if clustered():
+        return _cluster_page(feed, partition, limit, after)
     score, post_id = after if after else ("", "")
-    reply = script("feed-page", PAGE_SCRIPT)(
-        keys=[feed.key(partition)], args=[score, post_id, limit, f"{prefix()}:{POST}:"]
-    )
+    head, _, tail = post_key("%s").partition("%s")
+    reply = script("feed-page", PAGE_SCRIPT)(keys=[feed.key(partition)], args=[score, post_id, limit, head, tail])
+    return _page_reply(reply)
+
+
+def _page_reply(reply: list) -> tuple[str, bool, list[tuple[str, str, bytes]]]:
     state = reply[0].decode()
     if state != "ready":
         return state, False, []
     rows = [(reply[i].decode(), reply[i + 1].decode(), reply[i + 2]) for i in range(2, len(reply), 3)]
     return state, reply[1] == b"1", rows
+
+
+def _cluster_page(feed: FeedModel, partition: str | None, limit: int, after):
+    """cached_page on a cluster: the page's ids from the feed's node, then its posts' entries
+    read by slot (get_many). Posts found buried are removed from the feed, and the page read
+    again without them; a feed that keeps turning up buried posts is left to MongoDB."""
+    score, post_id = after if after else ("", "")
+    key = feed.key(partition)
+    for _ in range(3):
+        state, reached, rows = _page_reply(
+            script("feed-page", PAGE_SCRIPT)(keys=[key], args=[score, post_id, limit, "", ""])
+        )
+        values = get_many([post_key(member) for member, _score, _body in rows])
+        decoded = [None if raw is None else value_decode(raw) for raw in values]
+        buried = [member for (member, *_), held in zip(rows, decoded, strict=True) if held and held[1] is None]
+        if buried:
+            redis_client().zrem(key, *buried)
+            continue
+        return state, reached, [(m, s, held[1] if held else b"") for (m, s, _), held in zip(rows, decoded, strict=True)]
+    return "absent", False, []
 
 
 def page_from_cache(feed: FeedModel, partition: str | None, limit: int, after) -> Page | None:

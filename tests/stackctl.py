@@ -137,7 +137,7 @@ class StackControl:
         return json.loads(result.stdout.strip().splitlines()[-1])
 
     def cached_version(self, kind: str, doc_id: str) -> int | None:
-        raw = self.redis.get(f"{self.prefix}:{kind}:{doc_id}")
+        raw = self.redis.get(f"{self.prefix}:{kind}:{{{doc_id}}}")
         return None if raw is None else value_decode(raw)[0]
 
     def converged(self, kind: str, ids: list[str]) -> bool:
@@ -231,6 +231,8 @@ def stack_start(run_dir: Path, *, own_servers: bool, group_suffix: str, **overri
         if overrides.get("REDIS_TOPOLOGY") == "sentinel":
             env["REDIS_REPLICA_PORT"] = str(processes.free_port())
             env["SENTINEL_PORT_BASE"] = str(processes.free_port_block(len(redis_topology.SENTINELS)))
+        if overrides.get("REDIS_TOPOLOGY") == "cluster":
+            env["CLUSTER_PORT_BASE"] = str(processes.free_port_block(redis_topology.CLUSTER_PORT_BLOCK))
     read_instances = int(overrides.get("READ_INSTANCES", "2"))
     env.update(
         {

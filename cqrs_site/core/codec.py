@@ -4,14 +4,16 @@ reads the same keys and values; tests/e2e/test_edge.py holds the two to each oth
 
 Cache entries, one per read of the API:
 
-    <prefix>:user:<id>            GET /api/users/<id>
-    <prefix>:post:<id>            GET /api/posts/<id>
-    <prefix>:post:<id>:likes      GET /api/posts/<id>/likes
+    <prefix>:user:{<id>}          GET /api/users/<id>
+    <prefix>:post:{<id>}          GET /api/posts/<id>
+    <prefix>:post:{<id>}:likes    GET /api/posts/<id>/likes
 
-beside each document's, `<prefix>:<aggregate>:<id>:hw` (the highest version any of its entries
+beside each document's, `<prefix>:<aggregate>:{<id>}:hw` (the highest version any of its entries
 and feed places ever held: the fence's memory, one per document, see reads/cache.py and
 reads/models.py's document_fence) and beside each entry `<key>:filling` (a read-through fill
-in progress: single flight).
+in progress: single flight). The id in braces is a Redis Cluster hash tag: a document's entries,
+fence and markers share one slot, so one script call on one node writes them together (on one
+server or under Sentinel the braces cost two bytes and change nothing).
 
 A value is `b"<version>:<body>"`, the body being the exact bytes the API sends; an empty body is
 a tombstone (deleted, or version 0: an id MongoDB does not know).
@@ -59,7 +61,7 @@ def prefix() -> str:
 
 def entry_key(aggregate: str, doc_id: str, view: str | None = None) -> str:
     """The key of one cache entry: an aggregate's document, or one `view` of it (likes)."""
-    key = f"{prefix()}:{aggregate}:{doc_id}"
+    key = f"{prefix()}:{aggregate}:{{{doc_id}}}"
     return key if view is None else view_key(key, view)
 
 
@@ -81,11 +83,20 @@ def post_likes_key(post_id: str) -> str:
 
 
 def high_water_key(key: str) -> str:
-    return f"{key}:{HIGH_WATER}"
+    return beside(key, HIGH_WATER)
 
 
 def fill_lock_key(key: str) -> str:
-    return f"{key}:{FILLING}"
+    return beside(key, FILLING)
+
+
+def beside(key: str, suffix: str) -> str:
+    """`<key>:<suffix>`, in `key`'s Redis Cluster slot: a key without a hash tag becomes the
+    tag (`{<key>}:<suffix>`), so a fence is always written with its entry in one call."""
+    start = key.find("{")
+    if start != -1 and key.find("}", start + 2) != -1:
+        return f"{key}:{suffix}"
+    return f"{{{key}}}:{suffix}"
 
 
 def entry_pattern(aggregate: str) -> str:
@@ -108,12 +119,14 @@ def key_parse(key: str | bytes) -> EntryKey | None:
     if head or not rest:
         return None
     parts = rest.split(":")
-    if parts[0] not in (USER, POST) or len(parts) not in (2, 3) or not parts[1]:
+    if parts[0] not in (USER, POST) or len(parts) not in (2, 3) or len(parts[1]) < 3:
+        return None
+    if parts[1][0] != "{" or parts[1][-1] != "}":
         return None
     view = parts[2] if len(parts) == 3 else None
     if view is not None and (parts[0], view) != (POST, LIKES):
         return None
-    return EntryKey(parts[0], parts[1], view)
+    return EntryKey(parts[0], parts[1][1:-1], view)
 
 
 # --- Cache values ------------------------------------------------------------------------------

@@ -128,13 +128,22 @@ MONGODB_MAX_POOL_SIZE = env.int("MONGODB_MAX_POOL_SIZE", 20, validate=positive)
 # --- Redis: the read cache, rebuildable from MongoDB ------------------------------------------
 # The topology (deploy/README.md, "Redis topologies"): `single`, one server at REDIS_URL; or
 # `sentinel`, a primary with replicas whose address REDIS_SENTINELS' sentinels give for
-# REDIS_SENTINEL_SERVICE (REDIS_URL is then redis://<service>/<db>, as django-redis takes it).
-REDIS_TOPOLOGY = env.str("REDIS_TOPOLOGY", "single", validate=validate.OneOf(["single", "sentinel"]))
+# REDIS_SENTINEL_SERVICE (REDIS_URL is then redis://<service>/<db>, as django-redis takes it);
+# or `cluster`, a Redis Cluster that REDIS_CLUSTER_NODES' nodes (any of them) describe, reached
+# with redis-py's RedisCluster (django-redis has none: cqrs_site/core/redis_client.py).
+REDIS_TOPOLOGY = env.str("REDIS_TOPOLOGY", "single", validate=validate.OneOf(["single", "sentinel", "cluster"]))
 REDIS_URL = env.str("REDIS_URL", "redis://127.0.0.1:6380/0")
 REDIS_SENTINELS = [
     (host, int(port)) for host, _, port in (address.rpartition(":") for address in env.list("REDIS_SENTINELS", []))
 ]
 REDIS_SENTINEL_SERVICE = env.str("REDIS_SENTINEL_SERVICE", "cache")
+REDIS_CLUSTER_NODES = [
+    (host, int(port)) for host, _, port in (address.rpartition(":") for address in env.list("REDIS_CLUSTER_NODES", []))
+]
+if REDIS_TOPOLOGY == "cluster" and not REDIS_CLUSTER_NODES:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("REDIS_TOPOLOGY=cluster needs REDIS_CLUSTER_NODES (host:port,host:port,...)")
 if REDIS_TOPOLOGY == "sentinel" and not REDIS_SENTINELS:
     from django.core.exceptions import ImproperlyConfigured
 

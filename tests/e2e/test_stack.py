@@ -200,7 +200,7 @@ def test_after_redis_lost_everything_warm_cache_rebuilds_it_from_mongodb(stack):
 
     # Reads refill what they ask for: an entry lost (evicted), a read is a miss answered by the
     # read pool from MongoDB, at the version MongoDB holds, and the next is a hit.
-    stack.redis.delete(f"{stack.prefix}:post:{posts[0]}:likes")
+    stack.redis.delete(f"{stack.prefix}:post:{{{posts[0]}}}:likes")
     version = stack.mongo.posts.find_one({"_id": ObjectId(posts[0])})["version"]
     path = f"{stack.url}/api/posts/{posts[0]}/likes"
     missed, refilled = stack.reader.get(path), stack.reader.get(path)

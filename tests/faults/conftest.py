@@ -5,6 +5,7 @@ writes its figures (writes during the fault, events lost, time to converge) to
 test-artifacts/faults.json.
 """
 
+import contextlib
 import json
 
 import pytest
@@ -31,6 +32,27 @@ def fault_stack(tmp_path_factory):
         stack.heal()
     finally:  # whatever heal found, nothing of the stack may be left running
         stack_stop(stack)
+
+
+@contextlib.contextmanager
+def topology_stack(tmp_path_factory, topology: str):
+    """A fault stack whose cache is REDIS_TOPOLOGY=`topology` (deploy/redis_topology.py), healed
+    and stopped after the `with` block."""
+    stack = stack_start(
+        tmp_path_factory.mktemp(topology),
+        own_servers=True,
+        group_suffix=f"-{topology}",
+        REDIS_TOPOLOGY=topology,
+        KAFKA_PUBLISH_TIMEOUT_SECONDS="1",
+        RELAY_GRACE_SECONDS="2",
+    )
+    try:
+        yield stack
+    finally:
+        try:
+            stack.heal()
+        finally:
+            stack_stop(stack)
 
 
 def healed_and_consistent(stack) -> None:

@@ -166,7 +166,7 @@ def test_redis_down_reads_degrade_to_mongodb_writes_go_on_and_the_consumer_waits
 def test_mongodb_down_cached_reads_answer_the_rest_503_and_nothing_is_half_written(stack, record):
     ids = stack.posts_in_cache(3)
     uncached = ids[2]
-    stack.redis.delete(f"{stack.prefix}:post:{uncached}")
+    stack.redis.delete(f"{stack.prefix}:post:{{{uncached}}}")
     before = {str(d["_id"]): d["version"] for d in stack.mongo.posts.find({}, {"version": 1})}
     stack.process("mongodb").stop()
 
@@ -211,7 +211,7 @@ def test_a_poison_event_is_dead_lettered_and_the_events_behind_it_are_applied(st
 
 def test_200_concurrent_reads_of_a_cold_key_cause_a_handful_of_mongodb_reads(stack, record):
     ids = stack.posts_in_cache(1)
-    stack.redis.delete(f"{stack.prefix}:post:{ids[0]}")
+    stack.redis.delete(f"{stack.prefix}:post:{{{ids[0]}}}")
     stack.signal("relay", signal.SIGSTOP)  # its scans would count too
     try:
         queries = lambda: stack.mongo.client.admin.command("serverStatus")["opcounters"]["query"]  # noqa: E731
@@ -275,7 +275,7 @@ def test_randomized_race_readers_never_see_a_version_go_back(stack, record):
         # missing ones), so convergence is judged on what the reads and the consumer wrote.
         ends = time.monotonic() + 8
         while not stop.is_set() and time.monotonic() < ends:
-            stack.redis.delete(f"{stack.prefix}:post:{rng.choice(hot[:3])}{rng.choice(['', ':likes'])}")
+            stack.redis.delete(f"{stack.prefix}:post:{{{rng.choice(hot[:3])}}}{rng.choice(['', ':likes'])}")
             time.sleep(0.2)
 
     errors = []

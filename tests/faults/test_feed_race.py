@@ -114,7 +114,7 @@ def test_readers_never_see_a_deleted_post_come_back_and_feeds_converge_to_mongod
             with lock:
                 known = list(posts)
             for post in rng.sample(known, min(5, len(known))):
-                stack.redis.delete(f"{stack.prefix}:post:{post}")
+                stack.redis.delete(f"{stack.prefix}:post:{{{post}}}")
             if rng.random() < 0.3:
                 feed = rng.choice(["latest", "top", f"user-posts:{rng.choice(authors)}"])
                 stack.redis.delete(f"{stack.prefix}:feed:{feed}")

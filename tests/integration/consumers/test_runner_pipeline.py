@@ -13,7 +13,8 @@ from django.conf import settings
 from consumers.handlers import CacheProjection
 from consumers.registry import consumer_specs
 from consumers.runner import ConsumerRunner
-from cqrs_site.core.codec import user_key
+from cqrs_site.core.codec import consumer_offsets_key, user_key
+from cqrs_site.core.redis_client import clustered, node_keys, node_of
 from reads.cache import cache_get
 from tests.conftest import eventually, group_starting_at_the_end
 from writes.events import USER, USER_CREATED, Event
@@ -138,10 +139,29 @@ def test_a_batch_goes_to_redis_in_calls_of_bounded_size_each_holding_whole_docum
     # A created post makes 5 writes (its two entries, its places in three feeds): 2 a call at 12.
     settings.CONSUMER_WRITES_PER_CALL = 12
     writes = handler.prepare([*created, liked])  # the like supersedes the first post's creation
-    calls = [msgspec.msgpack.decode(packed) for packed in writes.calls]
-    assert [len(call) // FIELDS_PER_WRITE for call in calls] == [10, 10, 5]
-    fences = [{call[i + 2] for i in range(0, len(call), FIELDS_PER_WRITE)} for call in calls]
-    assert [len(f) for f in fences] == [2, 2, 1] and not (fences[0] & fences[1] or fences[1] & fences[2])
+    calls = [msgspec.msgpack.decode(packed) for _route, packed in writes.calls]
+    if clustered():
+        # Each node's writes in calls of their own, routed by a key of that node; a document's
+        # entries in one call, its places in calls of their feed's node.
+        for (route, _), call in zip(writes.calls, calls, strict=True):
+            assert len(call) // FIELDS_PER_WRITE <= 12
+            assert {node_of(call[i + 1]) for i in range(0, len(call), FIELDS_PER_WRITE)} == {node_of(route)}
+        entry_calls = [
+            {
+                index
+                for index, call in enumerate(calls)
+                for i in range(0, len(call), FIELDS_PER_WRITE)
+                if call[i] == "E" and call[i + 2] == fence
+            }
+            for fence in {
+                call[i + 2] for call in calls for i in range(0, len(call), FIELDS_PER_WRITE) if call[i] == "E"
+            }
+        ]
+        assert len(entry_calls) == 5 and all(len(held) == 1 for held in entry_calls)
+    else:
+        assert [len(call) // FIELDS_PER_WRITE for call in calls] == [10, 10, 5]
+        fences = [{call[i + 2] for i in range(0, len(call), FIELDS_PER_WRITE)} for call in calls]
+        assert [len(f) for f in fences] == [2, 2, 1] and not (fences[0] & fences[1] or fences[1] & fences[2])
 
     results, _ = handler.write(writes)
     kinds = [call[i] for call in calls for i in range(0, len(call), FIELDS_PER_WRITE)]
@@ -151,7 +171,14 @@ def test_a_batch_goes_to_redis_in_calls_of_bounded_size_each_holding_whole_docum
     assert versions == [2, 1, 1, 1, 1]
 
     settings.CONSUMER_WRITES_PER_CALL = 1  # fewer than one document's writes: a call each
-    assert len(handler.prepare(created).calls) == 5
+    assert len(handler.prepare(created).calls) == (5 + 5 * 3 if clustered() else 5)
+
+
+def note_key(group: str, near: str) -> str:
+    """The consumer group's note of how far it applied, as the node holding `near` keeps it
+    (on one server, the one note)."""
+    keys = node_keys(consumer_offsets_key(group, settings.KAFKA_EVENTS_TOPIC))
+    return next(key for key in keys if node_of(key) == node_of(near))
 
 
 @contextlib.contextmanager
@@ -177,7 +204,7 @@ def test_a_cache_that_lost_what_the_consumer_applied_gets_it_again_from_the_cons
     and the note of how far they were applied. Here the note is moved back and the entry deleted,
     as such a replica would hold them: the consumer finds its note went back, seeks there, and
     applies the event again, with no new event to prompt it."""
-    from cqrs_site.core.codec import consumer_offsets_key, high_water_key
+    from cqrs_site.core.codec import high_water_key
     from cqrs_site.core.metrics import CONSUMER_CACHE_ROLLBACKS
     from cqrs_site.core.redis_client import redis_client
 
@@ -185,7 +212,7 @@ def test_a_cache_that_lost_what_the_consumer_applied_gets_it_again_from_the_cons
         user_id, event = user_event()
         produce(event)
         eventually(lambda: cache_get(user_key(user_id)) is not None, timeout=20)
-        key = consumer_offsets_key(group, settings.KAFKA_EVENTS_TOPIC)
+        key = note_key(group, user_key(user_id))
         noted = eventually(lambda: {int(p): int(o) for p, o in redis_client().hgetall(key).items()})
         [(partition, after)] = [(p, o) for p, o in noted.items() if o > 0]
         before = CONSUMER_CACHE_ROLLBACKS.labels(spec.name)._value.get()
@@ -202,7 +229,7 @@ def test_a_cache_that_lost_what_the_consumer_applied_gets_it_again_from_the_cons
 def test_a_cache_that_kept_no_note_at_all_gets_the_last_minute_of_the_log_again():
     """A Redis restarted empty keeps no note of what was applied: the consumer applies the last
     CONSUMER_REPLAY_SECONDS of the log again (here, the event it had just applied)."""
-    from cqrs_site.core.codec import consumer_offsets_key, high_water_key
+    from cqrs_site.core.codec import high_water_key
     from cqrs_site.core.metrics import CONSUMER_CACHE_ROLLBACKS
     from cqrs_site.core.redis_client import redis_client
 
@@ -210,10 +237,11 @@ def test_a_cache_that_kept_no_note_at_all_gets_the_last_minute_of_the_log_again(
         user_id, event = user_event()
         produce(event)
         eventually(lambda: cache_get(user_key(user_id)) is not None, timeout=20)
-        key = consumer_offsets_key(group, settings.KAFKA_EVENTS_TOPIC)
+        key = note_key(group, user_key(user_id))
         eventually(lambda: redis_client().exists(key))
         before = CONSUMER_CACHE_ROLLBACKS.labels(spec.name)._value.get()
-        redis_client().delete(key, user_key(user_id), high_water_key(user_key(user_id)))
+        redis_client().delete(key)
+        redis_client().delete(user_key(user_id), high_water_key(user_key(user_id)))
         entry = eventually(lambda: cache_get(user_key(user_id)), timeout=10)
         assert entry.version == 1
         assert CONSUMER_CACHE_ROLLBACKS.labels(spec.name)._value.get() > before

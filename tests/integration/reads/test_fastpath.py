@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from cqrs_site.core.codec import post_key
-from cqrs_site.core.redis_client import redis_client
+from cqrs_site.core.redis_client import clustered, redis_client
 from reads.fastpath import CacheHits
 from tests.wsgi import DjangoSpy, wsgi_call
 from writes import services
@@ -47,18 +47,21 @@ def test_a_hit_is_answered_below_django_with_djangos_bytes_and_headers(app, spy,
         spy.calls = 0
 
 
-def keys_read(action) -> list[str]:
+def keys_read(action, near: str) -> list[str]:
     """The keys clients GET from Redis while `action` runs, as Redis's MONITOR saw them (the
-    version-fence script's own reads left out)."""
+    version-fence script's own reads left out); on a cluster, the node of the key `near`."""
     seen, started = [], threading.Event()
+    client = redis_client()
+    start, stop = f"{near}:monitor-start", f"{near}:monitor-stop"  # (in its slot)
+    monitor = client.monitor(target_node=client.get_node_from_key(near)) if clustered() else client.monitor()
 
     def watch():
-        with redis_client().monitor() as monitor:
+        with monitor:
             for command in monitor.listen():
                 words = command["command"].split()
-                if words == ["GET", "monitor:start"]:
+                if words == ["GET", start]:
                     started.set()
-                elif words == ["GET", "monitor:stop"]:
+                elif words == ["GET", stop]:
                     return
                 elif words[0] == "GET" and command.get("client_type") != "lua" and started.is_set():
                     seen.append(words[1])
@@ -66,10 +69,10 @@ def keys_read(action) -> list[str]:
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     while not started.is_set():
-        redis_client().get("monitor:start")
+        client.get(start)
         started.wait(0.05)
     action()
-    redis_client().get("monitor:stop")
+    client.get(stop)
     watcher.join(5)
     return seen
 
@@ -78,12 +81,12 @@ def test_a_request_the_fast_path_hands_to_django_reads_its_key_from_redis_once(a
     path = f"/api/posts/{post['id']}"
     key = post_key(post["id"])
     redis_client().flushdb()
-    assert keys_read(lambda: call(app, path)) == [key]  # a miss: the fast path's GET only
+    assert keys_read(lambda: call(app, path), key) == [key]  # a miss: the fast path's GET only
     assert spy.calls == 1
     services.post_delete(post_id=post["id"])  # no consumer here: the next miss fills a tombstone
     redis_client().flushdb()
     assert call(app, path)[0] == 404
-    assert keys_read(lambda: call(app, path)) == [key] and spy.calls == 3  # Django answers the tombstone
+    assert keys_read(lambda: call(app, path), key) == [key] and spy.calls == 3  # Django answers the tombstone
 
 
 def test_if_none_match_on_a_hit_answers_304(app, spy, post):
