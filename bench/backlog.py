@@ -163,11 +163,17 @@ def _cpu_seconds(processes) -> float:
 
 
 def _script_seconds() -> float:
-    """Redis's time in EVALSHA so far (every caller's: the bench's stack is otherwise idle)."""
-    from cqrs_site.core.redis_client import redis_client
+    """Redis's time in EVALSHA so far (every caller's: the bench's stack is otherwise idle); on a
+    cluster, every primary's added up."""
+    from cqrs_site.core.redis_client import clustered, redis_client
 
-    stats = redis_client().info("commandstats").get("cmdstat_evalsha", {})
-    return stats.get("usec", 0) / 1e6
+    client = redis_client()
+    if clustered():
+        nodes = client.get_primaries()
+        infos = [client.info("commandstats", target_nodes=node) for node in nodes]
+    else:
+        infos = [client.info("commandstats")]
+    return sum(info.get("cmdstat_evalsha", {}).get("usec", 0) for info in infos) / 1e6
 
 
 if __name__ == "__main__":

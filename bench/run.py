@@ -41,7 +41,7 @@ from pathlib import Path
 import requests
 from requests.adapters import HTTPAdapter
 
-from deploy import localstack, processes
+from deploy import localstack, processes, redis_topology
 
 from .common import (
     MIXED_WRITE_WORKERS,
@@ -93,10 +93,12 @@ class Bench(ReadScenarios, WriteScenarios, ConsumerScenarios):
             # The write scenarios measure throughput, not the per-token limit (6,000 a minute by
             # default), which writes at 300/s would reach within a scenario or two.
             "CQRS_WRITES_PER_MINUTE": "0",
-            # --redis-topology sentinel: a primary, a replica (the edge's) and three sentinels.
+            # --redis-topology sentinel: a primary, a replica (the edge's) and three sentinels;
+            # cluster: six nodes, three primaries with a replica each.
             "REDIS_TOPOLOGY": args.redis_topology,
             "REDIS_REPLICA_PORT": str(processes.free_port()),
             "SENTINEL_PORT_BASE": str(processes.free_port_block(3)),
+            "CLUSTER_PORT_BASE": str(processes.free_port_block(redis_topology.CLUSTER_PORT_BLOCK)),
         }
         for variable in SERVER_VARIABLES:
             self.env.pop(variable, None)

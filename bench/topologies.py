@@ -15,15 +15,16 @@ def add_topology_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--topologies",
         nargs="*",
-        choices=["single", "sentinel"],
-        default=["sentinel"],
-        help="after the run, hits, feeds and consumer again on each of these (default: sentinel)",
+        choices=["single", "sentinel", "cluster"],
+        default=["sentinel", "cluster"],
+        help="after the run, hits, feeds and consumer again on each of these (default: sentinel cluster)",
     )
     parser.add_argument(
         "--redis-topology",
-        choices=["single", "sentinel"],
+        choices=["single", "sentinel", "cluster"],
         default="single",
-        help="the cache: one Redis, or a primary, a replica the edge reads and three sentinels (default single)",
+        help="the cache: one Redis; a primary, a replica the edge reads and three sentinels; or a six-node"
+        " Redis Cluster (default single)",
     )
 
 
