@@ -1,5 +1,7 @@
 """Feeds served from Redis: a page is one script call that walks the feed from the cursor and
-takes each post's body from its cached entry (a post's bytes are stored once).
+takes each post's body from its cached entry (a post's bytes are stored once). On a Redis
+Cluster the entries live on other nodes than the feed: the script gives the page's ids, and
+their bodies are read by slot after (`_cluster_page`).
 
 - A post whose entry is a tombstone is skipped and removed from the feed there and then (a
   delete never shows once it is visible: its tombstone is what a GET of the post sees too).

@@ -14,7 +14,9 @@ Two kinds:
   Membership only grows (fills and creates add members, never replace the set); a deleted post
   is skipped, and trimmed, where its entry is a tombstone; a member's score is written only
   with a version at least the post's (the fence the post's entries raise), in the same script
-  as the post's entries, so a feed's order is never older than the bodies it shows.
+  as the post's entries, so a feed's order is never older than the bodies it shows. (On a Redis
+  Cluster a feed lives on its own node, away from its posts' fences: there a place is held by
+  the feed's order alone, a post's score only rising with its version: reads/cache.py.)
 """
 
 import functools
