@@ -1,10 +1,12 @@
 """Cache hits answered by HAProxy from Redis (deploy/edge.lua): the same bytes and headers the
 read pool sends, and everything the edge does not answer falls through to the pool unchanged."""
 
+import os
 import re
 import time
 
 import pytest
+import redis
 import requests
 
 from deploy import processes
@@ -100,6 +102,34 @@ def test_what_the_edge_does_not_answer_falls_through_to_the_pool(stack):
         time.sleep(0.02)
     assert buried.headers["X-Served-By"] == "read-pool"  # a tombstone: the pool's 404
     assert buried.json() == pool(stack, f"/api/posts/{post_id}").json()
+
+
+@pytest.mark.skipif(os.environ.get("REDIS_TOPOLOGY") != "cluster", reason="a Redis Cluster's slots")
+def test_on_a_cluster_the_edge_follows_a_slot_that_moves_to_another_primary(stack):
+    """The edge routes by slot (deploy/edge.lua): while the post's slot is being migrated its
+    old primary answers ASK, once it has moved MOVED; both are followed and still hits."""
+    post = cached_post(stack)
+    path = f"/api/posts/{post['post_id']}"
+    reference = pool(stack, path).content
+    assert edge(stack, path).headers["X-Served-By"] == "edge"  # its slot map names the slot's primary
+    key = f"{stack.prefix}:post:{{{post['post_id']}}}"
+    slot = stack.redis.keyslot(key)
+    source = stack.redis.get_node_from_key(key)
+    target = next(node for node in stack.redis.get_primaries() if node.name != source.name)
+    old, new = (redis.Redis(host=n.host, port=n.port, socket_timeout=5) for n in (source, target))
+    old_id, new_id = (client.execute_command("CLUSTER", "MYID") for client in (old, new))
+    new.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", old_id)
+    old.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", new_id)
+    keys = old.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
+    assert key.encode() in keys
+    old.execute_command("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", *keys)
+    asked = edge(stack, path)  # the old primary answers ASK: the key is on the new one already
+    assert (asked.headers["X-Served-By"], asked.content) == ("edge", reference)
+    for node in stack.redis.get_primaries():
+        redis.Redis(host=node.host, port=node.port).execute_command("CLUSTER", "SETSLOT", slot, "NODE", new_id)
+    moved = edge(stack, path)  # the old primary answers MOVED
+    assert (moved.headers["X-Served-By"], moved.content) == ("edge", reference)
+    assert edge(stack, path).headers["X-Served-By"] == "edge"
 
 
 def test_edge_hits_are_counted_by_haproxys_exporter(stack):
