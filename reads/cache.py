@@ -217,14 +217,11 @@ def jittered_ms(seconds: float, jitter: float | None = None) -> int:
     return int(lowest + spread * random.random())
 
 
-def cache_apply(
-    ops: Iterable[Entry | Member], *, writer: str, rewrite_same_version: bool = False, client=None
-) -> list[int]:
+def cache_apply(ops: Iterable[Entry | Member], *, writer: str, rewrite_same_version: bool = False) -> list[int]:
     """Apply cache writes in order, each through its fence, in one script call (on a cluster,
     one per node); returns 1 per write stored, 0 per write refused (fenced off, or a member of
     a feed that is not cached). `writer` (fill, consumer, repair, warm) labels
-    cqrs_cache_writes_total; `rewrite_same_version` is for repairs only; `client` may be a
-    pipeline (the call is then queued on it; not on a cluster)."""
+    cqrs_cache_writes_total; `rewrite_same_version` is for repairs only."""
     if clustered():
         ops = list(ops)
         results = [0] * len(ops)
@@ -236,9 +233,8 @@ def cache_apply(
             ):
                 results[index] = result
     else:
-        results = cache_apply_packed(cache_pack(ops), rewrite_same_version=rewrite_same_version, client=client)
-    if client is None:
-        count_writes(writer, results)
+        results = cache_apply_packed(cache_pack(ops), rewrite_same_version=rewrite_same_version)
+    count_writes(writer, results)
     return results
 
 
@@ -359,16 +355,14 @@ def _pack_states_per_node(documents, *, most: int) -> list[tuple[str, bytes]]:
     return calls
 
 
-def cache_apply_packed(
-    packed: bytes | None, route: str = "", *, rewrite_same_version: bool = False, client=None
-) -> list[int]:
+def cache_apply_packed(packed: bytes | None, route: str = "", *, rewrite_same_version: bool = False) -> list[int]:
     """Run the apply script over writes packed by cache_pack: 1 per write stored, 0 per refused.
     `route`: on a cluster, a key of the node the writes are for."""
     if packed is None:
         return []
     lifetimes = ttls()
     args = [lifetimes.fence_ms, packed, 1 if rewrite_same_version else 0, lifetimes.feed_max_members]
-    return script("apply", APPLY_SCRIPT)(keys=[route] if route else [], args=args, client=client or redis_client())
+    return script("apply", APPLY_SCRIPT)(keys=[route] if route else [], args=args, client=redis_client())
 
 
 def count_writes(writer: str, results: list[int]) -> None:

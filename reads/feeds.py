@@ -192,7 +192,7 @@ def _cluster_page(feed: FeedModel, partition: str | None, limit: int, after):
             redis_client().zrem(key, *buried)
             continue
         return state, reached, [(m, s, held[1] if held else b"") for (m, s, _), held in zip(rows, decoded, strict=True)]
-    return "absent", False, []
+    return "ready", True, []  # unservable (_servable): this page is read from MongoDB
 
 
 def page_from_cache(feed: FeedModel, partition: str | None, limit: int, after) -> Page | None:

@@ -76,9 +76,19 @@ def node_keys(key: str) -> list[str]:
     lacks writes lacks that key's newest value with them (consumers/runner.py's notes)."""
     if not clustered():
         return [key]
-    client = redis_client()
+    slots = redis_client().nodes_manager.slots_cache  # (replaced, not changed, when the map is read again)
+    held = _node_keys.get(key)
+    if held is not None and held[0] is slots:
+        return held[1]
     firsts: dict[str, int] = {}
-    for slot, nodes in sorted(client.nodes_manager.slots_cache.items()):
+    for slot, nodes in sorted(slots.items()):
         firsts.setdefault(nodes[0].name, slot)
     tags = _slot_tags()
-    return [f"{key}:{{{tags[slot]}}}" for slot in sorted(firsts.values())]
+    keys = [f"{key}:{{{tags[slot]}}}" for slot in sorted(firsts.values())]
+    _node_keys[key] = (slots, keys)
+    return keys
+
+
+# node_keys' answers, per key, with the slot map they were worked out from: the consumer asks for
+# every batch, and sorting 16,384 slots each time is work done again for nothing.
+_node_keys: dict[str, tuple[dict, list[str]]] = {}
